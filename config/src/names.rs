@@ -1,0 +1,61 @@
+//! Names that cross a boundary: between the chart, the injector, the proxy and
+//! the user's manifests.
+
+/// The sidecar's container name; a pod that has it is never injected again.
+pub const PROXY_CONTAINER: &str = "sidelb-proxy";
+
+/// The admin port's container port name.
+pub const ADMIN_PORT_NAME: &str = "sidelb-admin";
+
+/// Default ports.
+pub const OUTBOUND_PORT: u16 = 4140;
+pub const ADMIN_PORT: u16 = 4191;
+pub const INJECTOR_PORT: u16 = 8443;
+
+/// Admin server paths.
+pub const LIVE_PATH: &str = "/live";
+pub const READY_PATH: &str = "/ready";
+pub const METRICS_PATH: &str = "/metrics";
+pub const ENDPOINTS_PATH: &str = "/endpoints";
+
+/// Label (on a namespace or a pod) and annotation (on a pod) that select injection.
+pub const INJECT: &str = "sidelb.io/inject";
+pub const INJECT_ENABLED: &str = "enabled";
+pub const INJECT_DISABLED: &str = "disabled";
+
+/// Set by the injector on every pod it changed; the value is the injector's version.
+pub const INJECTED: &str = "sidelb.io/injected";
+
+/// Pod annotations read by the injector itself (the proxy's own settings have
+/// their annotations in [`crate::settings::SETTINGS`]).
+pub const NATIVE_SIDECAR: &str = "sidelb.io/native-sidecar";
+pub const PROXY_CPU_REQUEST: &str = "sidelb.io/proxy-cpu-request";
+pub const PROXY_MEMORY_REQUEST: &str = "sidelb.io/proxy-memory-request";
+pub const PROXY_CPU_LIMIT: &str = "sidelb.io/proxy-cpu-limit";
+pub const PROXY_MEMORY_LIMIT: &str = "sidelb.io/proxy-memory-limit";
+
+/// The downward-API variables the injector sets and the proxy reads.
+pub const POD_NAME_ENV: &str = "POD_NAME";
+pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
+
+/// The label EndpointSlices carry to name their Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The injector's own environment variables (each also a flag, set by the
+/// chart). Per-pod defaults of proxy settings use
+/// [`crate::Setting::injector_default_env`] (`SIDELB_DEFAULT_BALANCER`, …).
+pub mod injector_env {
+    pub const ADDR: &str = "SIDELB_INJECTOR_ADDR";
+    pub const TLS_CERT: &str = "SIDELB_TLS_CERT";
+    pub const TLS_KEY: &str = "SIDELB_TLS_KEY";
+    pub const PROXY_IMAGE: &str = "SIDELB_PROXY_IMAGE";
+    pub const PROXY_IMAGE_PULL_POLICY: &str = "SIDELB_PROXY_IMAGE_PULL_POLICY";
+    /// `true` (default): native sidecar; `false`: a regular first container.
+    pub const NATIVE_SIDECAR: &str = "SIDELB_NATIVE_SIDECAR";
+    pub const PROXY_CPU_REQUEST: &str = "SIDELB_PROXY_CPU_REQUEST";
+    pub const PROXY_MEMORY_REQUEST: &str = "SIDELB_PROXY_MEMORY_REQUEST";
+    pub const PROXY_CPU_LIMIT: &str = "SIDELB_PROXY_CPU_LIMIT";
+    pub const PROXY_MEMORY_LIMIT: &str = "SIDELB_PROXY_MEMORY_LIMIT";
+    pub const LOG: &str = "SIDELB_LOG";
+    pub const LOG_FORMAT: &str = "SIDELB_LOG_FORMAT";
+}

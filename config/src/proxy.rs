@@ -1,0 +1,239 @@
+//! The proxy's configuration, parsed and validated from settings.
+
+use crate::settings::{self as s, SETTINGS, Setting};
+use crate::upstreams::{self, Upstream};
+use crate::value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balancer {
+    P2cEwma,
+    RoundRobin,
+    LeastRequest,
+}
+
+impl Balancer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Balancer::P2cEwma => "p2c-ewma",
+            Balancer::RoundRobin => "round-robin",
+            Balancer::LeastRequest => "least-request",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    Kubernetes,
+    File(PathBuf),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// A setting whose value is not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Everything the proxy needs to start.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub outbound_addr: SocketAddr,
+    pub upstreams: Vec<Upstream>,
+    pub admin_addr: SocketAddr,
+    pub discovery: Discovery,
+    pub balancer: Balancer,
+    pub cluster_domain: String,
+    pub pod_namespace: String,
+    pub pod_name: String,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub workers: usize,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: u32,
+    pub max_in_flight: usize,
+    pub connect_timeout: Duration,
+    /// `None`: no keepalive pings.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub retry_budget_percent: u32,
+    pub retry_budget_min_per_second: u32,
+    /// `0`: no ejection.
+    pub ejection_failures: u32,
+    pub ejection_base_time: Duration,
+    pub ejection_max_time: Duration,
+    pub ejection_max_percent: u32,
+    /// `None`: no slow start.
+    pub slow_start: Option<Duration>,
+    pub shutdown_grace: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl ProxyConfig {
+    /// Reads every setting through `lookup` (a variable name → its value),
+    /// falling back to defaults. The first bad value is the error, naming the
+    /// variable, the value and what is accepted.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |env: &str| -> Result<String, ConfigError> {
+            let setting = Setting::by_env(env).expect("every read setting is in SETTINGS");
+            match lookup(env) {
+                Some(v) => {
+                    let v = v.trim().to_owned();
+                    setting.check(env, &v).map_err(ConfigError)?;
+                    Ok(v)
+                }
+                None => Ok(setting.default.to_owned()),
+            }
+        };
+        let dur = |env: &str| -> Result<Duration, ConfigError> { at(env, value::duration(&get(env)?, true)) };
+        let num = |env: &str| -> Result<u64, ConfigError> { at(env, value::count(&get(env)?, 0, u64::MAX)) };
+
+        let pod_namespace = get(s::POD_NAMESPACE)?;
+        let upstreams = at(s::UPSTREAMS, upstreams::parse(&get(s::UPSTREAMS)?, &pod_namespace))?;
+        let discovery = match value::discovery(&get(s::DISCOVERY)?) {
+            Ok(None) => Discovery::Kubernetes,
+            Ok(Some(path)) => Discovery::File(PathBuf::from(path)),
+            Err(e) => return Err(ConfigError(format!("{}: {e}", s::DISCOVERY))),
+        };
+        let balancer = match get(s::BALANCER)?.as_str() {
+            "round-robin" => Balancer::RoundRobin,
+            "least-request" => Balancer::LeastRequest,
+            _ => Balancer::P2cEwma,
+        };
+        let log_format = match get(s::LOG_FORMAT)?.as_str() {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Plain,
+        };
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let config = ProxyConfig {
+            outbound_addr: at(s::OUTBOUND_ADDR, value::socket_addr(&get(s::OUTBOUND_ADDR)?))?,
+            admin_addr: at(s::ADMIN_ADDR, value::socket_addr(&get(s::ADMIN_ADDR)?))?,
+            upstreams,
+            discovery,
+            balancer,
+            cluster_domain: get(s::CLUSTER_DOMAIN)?,
+            pod_namespace,
+            pod_name: get(s::POD_NAME)?,
+            log: get(s::LOG)?,
+            log_format,
+            workers: num(s::WORKERS)? as usize,
+            header_read_timeout: dur(s::HEADER_READ_TIMEOUT)?,
+            max_header_bytes: num(s::MAX_HEADER_BYTES)? as u32,
+            max_in_flight: num(s::MAX_IN_FLIGHT)? as usize,
+            connect_timeout: dur(s::CONNECT_TIMEOUT)?,
+            keepalive_interval: nonzero(dur(s::KEEPALIVE_INTERVAL)?),
+            keepalive_timeout: dur(s::KEEPALIVE_TIMEOUT)?,
+            retry_budget_percent: num(s::RETRY_BUDGET_PERCENT)? as u32,
+            retry_budget_min_per_second: num(s::RETRY_BUDGET_MIN_PER_SECOND)? as u32,
+            ejection_failures: num(s::EJECTION_FAILURES)? as u32,
+            ejection_base_time: dur(s::EJECTION_BASE_TIME)?,
+            ejection_max_time: dur(s::EJECTION_MAX_TIME)?,
+            ejection_max_percent: num(s::EJECTION_MAX_PERCENT)? as u32,
+            slow_start: nonzero(dur(s::SLOW_START)?),
+            shutdown_grace: dur(s::SHUTDOWN_GRACE)?,
+            drain_timeout: dur(s::DRAIN_TIMEOUT)?,
+        };
+        if let Some(u) = config
+            .upstreams
+            .iter()
+            .find(|u| u.listen == config.outbound_addr || u.listen == config.admin_addr)
+        {
+            return Err(ConfigError(format!(
+                "{}: local address {} of `{}` is also the outbound or admin address; pick another port",
+                s::UPSTREAMS,
+                u.listen,
+                u.service
+            )));
+        }
+        if config.outbound_addr == config.admin_addr {
+            return Err(ConfigError(format!(
+                "{} and {} are both {}; give them different ports",
+                s::OUTBOUND_ADDR,
+                s::ADMIN_ADDR,
+                config.admin_addr
+            )));
+        }
+        Ok(config)
+    }
+
+    /// The configuration with every default.
+    pub fn defaults() -> Self {
+        Self::from_lookup(|_| None).expect("defaults are valid")
+    }
+
+    /// Names of every variable the proxy reads.
+    pub fn env_names() -> impl Iterator<Item = &'static str> {
+        SETTINGS.iter().map(|s| s.env)
+    }
+}
+
+fn at<T>(env: &str, r: Result<T, String>) -> Result<T, ConfigError> {
+    r.map_err(|e| ConfigError(format!("{env}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<ProxyConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ProxyConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = ProxyConfig::defaults();
+        assert_eq!(c.outbound_addr, "127.0.0.1:4140".parse().unwrap());
+        assert_eq!(c.admin_addr, "127.0.0.1:4191".parse().unwrap());
+        assert_eq!(c.discovery, Discovery::Kubernetes);
+        assert_eq!(c.balancer, Balancer::P2cEwma);
+        assert_eq!(c.cluster_domain, "cluster.local");
+        assert_eq!(c.pod_namespace, "default");
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_header_bytes, 65536);
+        assert_eq!(c.max_in_flight, 10_000);
+        assert_eq!(c.ejection_failures, 5);
+        assert_eq!(c.ejection_base_time, Duration::from_secs(10));
+        assert_eq!(c.ejection_max_time, Duration::from_secs(300));
+        assert_eq!(c.ejection_max_percent, 50);
+        assert_eq!(c.retry_budget_percent, 20);
+        assert_eq!(c.retry_budget_min_per_second, 10);
+        assert_eq!(c.slow_start, None);
+    }
+
+    #[test]
+    fn reads_values() {
+        let c = parse(&[
+            ("SIDELB_DISCOVERY", "file:/tmp/e.yaml"),
+            ("SIDELB_BALANCER", "round-robin"),
+            ("POD_NAMESPACE", "shop"),
+            ("SIDELB_UPSTREAMS", "orders:grpc=15002"),
+            ("SIDELB_KEEPALIVE_INTERVAL", "0s"),
+        ])
+        .unwrap();
+        assert_eq!(c.discovery, Discovery::File("/tmp/e.yaml".into()));
+        assert_eq!(c.balancer, Balancer::RoundRobin);
+        assert_eq!(c.upstreams[0].service.namespace, "shop");
+        assert_eq!(c.keepalive_interval, None);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = parse(&[("SIDELB_UPSTREAMS", "greeter")]).unwrap_err().0;
+        assert!(err.starts_with("SIDELB_UPSTREAMS: "), "{err}");
+        let err = parse(&[("SIDELB_BALANCER", "random")]).unwrap_err().0;
+        assert!(err.starts_with("SIDELB_BALANCER: "), "{err}");
+        let err = parse(&[("SIDELB_UPSTREAMS", "a:1=4140")]).unwrap_err().0;
+        assert!(err.contains("outbound or admin"), "{err}");
+    }
+}

@@ -1,0 +1,117 @@
+//! The upstreams list: `svc[.ns]:port=localport,…`.
+//!
+//! Each entry opens a loopback listener on `localport` whose every request
+//! goes to the named Service port. The same text is accepted in the
+//! `SIDELB_UPSTREAMS` variable and the `sidelb.io/upstreams` annotation.
+
+use crate::service::{PortRef, ServiceKey, is_dns_label};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// One `svc.ns:port=localport` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub service: ServiceKey,
+    pub listen: SocketAddr,
+}
+
+const FORMAT: &str = "expected `service[.namespace]:port=localport`, e.g. `greeter.default:50051=15001`";
+
+/// Parses a comma-separated list. `default_namespace` fills in entries that
+/// name only the Service. Whitespace around entries is ignored; an empty text
+/// is an empty list.
+pub fn parse(text: &str, default_namespace: &str) -> Result<Vec<Upstream>, String> {
+    let mut out: Vec<Upstream> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let upstream = parse_entry(entry, default_namespace)
+            .map_err(|why| format!("entry `{entry}`: {why}; {FORMAT}"))?;
+        if let Some(prev) = out.iter().find(|u| u.listen == upstream.listen) {
+            return Err(format!(
+                "entry `{entry}`: local port {} is already used by `{}`; give each upstream its own port",
+                upstream.listen.port(),
+                prev.service
+            ));
+        }
+        out.push(upstream);
+    }
+    Ok(out)
+}
+
+fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, String> {
+    let (target, local) = entry
+        .split_once('=')
+        .ok_or("there is no `=localport`")?;
+    let (host, port) = target
+        .trim()
+        .rsplit_once(':')
+        .ok_or("there is no `:port` after the service")?;
+    let port = PortRef::parse(port.trim())?;
+    let mut parts = host.trim().split('.');
+    let name = parts.next().unwrap_or_default();
+    let namespace = parts.next().unwrap_or(default_namespace);
+    if parts.next().is_some() {
+        return Err(format!(
+            "`{host}` has more than two parts; name the service as `service` or `service.namespace`"
+        ));
+    }
+    if !is_dns_label(name) {
+        return Err(format!("`{name}` is not a valid service name"));
+    }
+    if !is_dns_label(namespace) {
+        return Err(format!("`{namespace}` is not a valid namespace"));
+    }
+    let local = local.trim();
+    let listen = match local.parse::<u16>() {
+        Ok(0) => return Err("local port 0 is not allowed".into()),
+        Ok(p) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p),
+        Err(_) => local
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("`{local}` is not a local port (1-65535)"))?,
+    };
+    Ok(Upstream {
+        service: ServiceKey::new(name, namespace, port),
+        listen,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let ups = parse("greeter.default:50051=15001,orders.shop:grpc=15002", "x").unwrap();
+        assert_eq!(ups.len(), 2);
+        assert_eq!(ups[0].service.to_string(), "greeter.default:50051");
+        assert_eq!(ups[0].listen, "127.0.0.1:15001".parse().unwrap());
+        assert_eq!(ups[1].service.port, PortRef::Name("grpc".into()));
+    }
+
+    #[test]
+    fn short_names_take_the_default_namespace() {
+        let ups = parse(" greeter:50051=15001 ,", "shop").unwrap();
+        assert_eq!(ups[0].service.namespace, "shop");
+    }
+
+    #[test]
+    fn empty_is_empty() {
+        assert!(parse("", "d").unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_entry() {
+        for bad in [
+            "greeter",
+            "greeter:50051",
+            "greeter=15001",
+            "greeter:0=15001",
+            "greeter:50051=0",
+            "greeter:50051=http",
+            "Greeter:50051=15001",
+            "a.b.c:1=2",
+            "greeter:50051=15001,orders:1=15001",
+        ] {
+            let err = parse(bad, "default").unwrap_err();
+            assert!(err.contains("entry `"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Value kinds of settings and their parsers. Each error says what was given
+//! and what is accepted.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What a setting's value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `ip:port`.
+    SocketAddr,
+    /// The upstreams list, see [`crate::upstreams`].
+    Upstreams,
+    /// `kubernetes` or `file:PATH`.
+    Discovery,
+    /// One of the names in the slice.
+    OneOf(&'static [&'static str]),
+    /// A DNS name such as `cluster.local`.
+    DnsName,
+    /// A tracing filter: `info`, `sidelb_proxy=debug,warn`.
+    LogFilter,
+    /// A duration such as `10s`, `250ms`, `5m`; `0s` where allowed turns a feature off.
+    Duration { allow_zero: bool },
+    /// A whole number in a range.
+    Count { min: u64, max: u64 },
+    /// Free text (names set by the downward API).
+    Text,
+}
+
+impl Kind {
+    /// A short description of accepted values, for error messages and docs.
+    pub fn accepted(&self) -> String {
+        match self {
+            Kind::SocketAddr => "an address `ip:port`, e.g. `127.0.0.1:4140`".into(),
+            Kind::Upstreams => "`service[.namespace]:port=localport,…`".into(),
+            Kind::Discovery => "`kubernetes` or `file:PATH`".into(),
+            Kind::OneOf(names) => format!("one of {}", names.join(", ")),
+            Kind::DnsName => "a DNS name such as `cluster.local`".into(),
+            Kind::LogFilter => {
+                "a level (trace, debug, info, warn, error, off) or `target=level,…`".into()
+            }
+            Kind::Duration { allow_zero: true } => {
+                "a duration such as `10s`, `500ms`, `5m`; `0s` turns it off".into()
+            }
+            Kind::Duration { allow_zero: false } => {
+                "a duration above zero such as `10s`, `500ms`, `5m`".into()
+            }
+            Kind::Count { min, max } => format!("a whole number from {min} to {max}"),
+            Kind::Text => "any text".into(),
+        }
+    }
+
+    /// Checks a value; the error names the problem, not the setting (the
+    /// caller adds which variable or annotation it came from).
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        let v = value.trim();
+        match self {
+            Kind::SocketAddr => socket_addr(v).map(drop),
+            Kind::Upstreams => crate::upstreams::parse(v, "default").map(drop),
+            Kind::Discovery => discovery(v).map(drop),
+            Kind::OneOf(names) => {
+                if names.contains(&v) {
+                    Ok(())
+                } else {
+                    Err(format!("`{v}` is not {}", self.accepted()))
+                }
+            }
+            Kind::DnsName => {
+                if !v.is_empty() && v.split('.').all(crate::service::is_dns_label) {
+                    Ok(())
+                } else {
+                    Err(format!("`{v}` is not {}", self.accepted()))
+                }
+            }
+            Kind::LogFilter => log_filter(v),
+            Kind::Duration { allow_zero } => duration(v, *allow_zero).map(drop),
+            Kind::Count { min, max } => count(v, *min, *max).map(drop),
+            Kind::Text => Ok(()),
+        }
+    }
+}
+
+pub fn socket_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| format!("`{v}` is not {}", Kind::SocketAddr.accepted()))
+}
+
+/// `Some(path)` for `file:PATH`, `None` for `kubernetes`.
+pub fn discovery(v: &str) -> Result<Option<&str>, String> {
+    match v {
+        "kubernetes" => Ok(None),
+        _ => match v.strip_prefix("file:") {
+            Some(path) if !path.is_empty() => Ok(Some(path)),
+            _ => Err(format!("`{v}` is not {}", Kind::Discovery.accepted())),
+        },
+    }
+}
+
+pub fn duration(v: &str, allow_zero: bool) -> Result<Duration, String> {
+    let accepted = Kind::Duration { allow_zero }.accepted();
+    let d = if v == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(v).map_err(|e| format!("`{v}` is not {accepted} ({e})"))?
+    };
+    if d.is_zero() && !allow_zero {
+        return Err(format!("`{v}` is not {accepted}"));
+    }
+    Ok(d)
+}
+
+pub fn count(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{v}` is not {}",
+            Kind::Count { min, max }.accepted()
+        )),
+    }
+}
+
+const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+fn log_filter(v: &str) -> Result<(), String> {
+    let bad = || format!("`{v}` is not {}", Kind::LogFilter.accepted());
+    if v.is_empty() {
+        return Err(bad());
+    }
+    for directive in v.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) => {
+                let target_ok = !target.is_empty()
+                    && target
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_:-".contains(&b));
+                if !target_ok {
+                    return Err(bad());
+                }
+                level
+            }
+            None => directive,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("10s", false), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("250ms", false), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("0s", true), Ok(Duration::ZERO));
+        assert_eq!(duration("0", true), Ok(Duration::ZERO));
+        assert!(duration("0s", false).is_err());
+        assert!(duration("ten", true).is_err());
+    }
+
+    #[test]
+    fn log_filters() {
+        for ok in ["info", "DEBUG", "sidelb_proxy=debug,warn", "h2=off"] {
+            assert!(log_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "loud", "=info", "a b=info"] {
+            assert!(log_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn discovery_values() {
+        assert_eq!(discovery("kubernetes"), Ok(None));
+        assert_eq!(discovery("file:/etc/e.yaml"), Ok(Some("/etc/e.yaml")));
+        assert!(discovery("file:").is_err());
+        assert!(discovery("dns").is_err());
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count("5", 1, 10), Ok(5));
+        assert!(count("0", 1, 10).is_err());
+        assert!(count("-1", 0, 10).is_err());
+    }
+}
