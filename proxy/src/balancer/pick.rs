@@ -1,9 +1,12 @@
 //! Choosing an endpoint for one request.
 //!
-//! - `p2c-ewma`: sample two endpoints, take the one with the lower peak-EWMA
-//!   latency × (in-flight + 1). Two random choices give nearly the balance of
-//!   comparing all endpoints at constant cost, and the latency term steers
-//!   away from slow endpoints.
+//! - `p2c-ewma`: sample two endpoints and weigh them by peak-EWMA latency ×
+//!   (in-flight + 1): each is taken with probability inversely proportional
+//!   to its cost. Two random choices give nearly the balance of comparing
+//!   all endpoints at constant cost; the latency term steers away from slow
+//!   endpoints (a tenfold slower one gets about a tenth of its share), and
+//!   weighing instead of always taking the cheaper keeps equal endpoints
+//!   evenly loaded when their latencies jitter.
 //! - `least-request`: the same two choices, compared on in-flight alone.
 //! - `round-robin`: the next usable endpoint in turn.
 //!
@@ -48,6 +51,17 @@ impl PickContext<'_> {
         }
     }
 
+    /// One of two usable endpoints, by cost.
+    fn choose<'e>(&self, a: &'e Arc<Endpoint>, b: &'e Arc<Endpoint>) -> &'e Arc<Endpoint> {
+        let (ca, cb) = (self.cost(a), self.cost(b));
+        let take_a = match self.kind {
+            Balancer::P2cEwma => fastrand::f64() * (ca + cb) < cb,
+            _ if ca == cb => fastrand::bool(),
+            _ => ca < cb,
+        };
+        if take_a { a } else { b }
+    }
+
     fn cost(&self, ep: &Endpoint) -> f64 {
         let load = (ep.in_flight() + 1) as f64;
         let cost = match self.kind {
@@ -79,13 +93,7 @@ fn two_choices(eps: &[Arc<Endpoint>], cx: &PickContext<'_>) -> Option<Arc<Endpoi
         }
         let (a, b) = (&eps[i], &eps[j]);
         let chosen = match (cx.usable(a), cx.usable(b)) {
-            (true, true) => {
-                if cx.cost(b) < cx.cost(a) {
-                    b
-                } else {
-                    a
-                }
-            }
+            (true, true) => cx.choose(a, b),
             (true, false) => a,
             (false, true) => b,
             (false, false) => continue,
