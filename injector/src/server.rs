@@ -37,6 +37,8 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A review is small and sent at once; a body that trickles is given up on.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -175,10 +177,19 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return too_large();
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return too_large(),
-        Err(e) => {
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    );
+    let body = match read.await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(),
+        Err(_) => {
+            app.metrics.admission("error", "slow-body");
+            let message = format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}");
+            return status(StatusCode::REQUEST_TIMEOUT, "Timeout", message);
+        }
+        Ok(Err(e)) => {
             app.metrics.admission("error", "unreadable");
             let message = format!("could not read the request body: {e}");
             return status(StatusCode::BAD_REQUEST, "BadRequest", message);
