@@ -61,6 +61,8 @@ pub struct Plan {
     /// The name of a projected service-account token volume to add for the
     /// proxy, when the pod turns automounting off.
     pub token_volume: Option<String>,
+    /// Annotations to add besides `sidelb.io/injected`.
+    pub annotations: Vec<(&'static str, String)>,
     /// Unknown `sidelb.io/` annotations, likely typos, for `kubectl` to show.
     pub warnings: Vec<String>,
 }
@@ -77,6 +79,10 @@ pub enum PolicyError {
 /// How long a classic sidecar keeps serving after SIGTERM, so the app can
 /// finish its own shutdown through it.
 pub const CLASSIC_SHUTDOWN_GRACE: &str = "10s";
+
+/// Names the container `kubectl logs` and `exec` pick by default, which would
+/// otherwise be the proxy when it is the first container.
+pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 /// The preferred name of the proxy's own token volume.
 pub const TOKEN_VOLUME: &str = "sidelb-proxy-token";
@@ -202,11 +208,19 @@ fn plan(
         .as_ref()
         .and_then(|s| s.automount_service_account_token)
         == Some(false);
+    let first_app_container = pod.spec.as_ref().and_then(|s| s.containers.first());
+    let default_container = match first_app_container {
+        Some(c) if !native && !annotations.contains_key(DEFAULT_CONTAINER) => {
+            vec![(DEFAULT_CONTAINER, c.name.clone())]
+        }
+        _ => Vec::new(),
+    };
     Ok(Plan {
         native,
         proxy_env,
         resources,
         token_volume: automount_off.then(|| free_volume_name(pod)),
+        annotations: default_container,
         warnings: unknown_annotations(annotations),
     })
 }

@@ -201,6 +201,15 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 .admission(answer.outcome.result, answer.outcome.reason);
             text(StatusCode::OK, "application/json", answer.body.into())
         }
+        Err(e @ webhook::BadReview::Encode(_)) => {
+            app.metrics.admission("error", "internal");
+            tracing::error!(error = %e, "could not answer an admission request");
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        }
         Err(bad) => {
             app.metrics.admission("error", "malformed");
             tracing::warn!(error = %bad, "answered a malformed admission request with 400");

@@ -46,6 +46,9 @@ pub enum BadReview {
     NoUid,
     #[error(transparent)]
     Pod(#[from] PolicyError),
+    /// Not the request's fault: the answer could not be written.
+    #[error("cannot encode the answer: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadReview> {
@@ -62,44 +65,62 @@ pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadRevi
     }
     let decision = policy::decide(&request, defaults)?;
     let uid = request.uid.clone();
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let pod = pod_name(request.object.as_ref());
     let (response, outcome) = match decision {
-        Decision::Skip(skip) => (
-            AdmissionResponse::allow(uid),
-            outcome("skipped", skip.reason()),
-        ),
+        Decision::Skip(skip) => {
+            let reason = skip.reason();
+            tracing::debug!(uid, namespace, pod, reason, "left alone");
+            (AdmissionResponse::allow(uid), outcome("skipped", reason))
+        }
         Decision::Refuse(message) => {
-            tracing::info!(uid, namespace = ?request.namespace, %message, "refused a pod");
+            tracing::info!(uid, namespace, pod, %message, "refused a pod");
             let message = format!("sidelb-injector: {message}");
-            (
-                AdmissionResponse::refuse(uid, message),
-                outcome("refused", "invalid-annotation"),
-            )
+            let response = AdmissionResponse::refuse(uid, message);
+            (response, outcome("refused", "invalid-annotation"))
         }
         Decision::Inject(plan) => {
             let container = sidecar::container(&plan, defaults);
             let volume = plan.token_volume.as_deref().map(sidecar::token_volume);
-            let object = request.object.as_ref().unwrap_or(&serde_json::Value::Null);
+            let mut annotations = vec![(names::INJECTED, VERSION)];
+            annotations.extend(plan.annotations.iter().map(|(k, v)| (*k, v.as_str())));
             let additions = Additions {
                 container: &container,
                 native: plan.native,
                 volume: volume.as_ref(),
-                annotations: &[(names::INJECTED, VERSION)],
+                annotations: &annotations,
             };
+            let object = request.object.as_ref().unwrap_or(&serde_json::Value::Null);
             let patch = patch::build(object, &additions).and_then(|p| serde_json::to_vec(&p));
-            let patch = patch.map_err(|e| BadReview::Pod(PolicyError::NotAPod(e)))?;
-            let mut response = AdmissionResponse::patch(uid, &patch);
-            response.warnings = plan.warnings;
+            let patch = patch.map_err(BadReview::Encode)?;
             let kind = if plan.native {
                 "native-sidecar"
             } else {
                 "classic-sidecar"
             };
+            tracing::info!(uid, namespace, pod, kind, "injected sidelb-proxy");
+            let mut response = AdmissionResponse::patch(uid, &patch);
+            response.warnings = plan.warnings;
             (response, outcome("injected", kind))
         }
     };
-    tracing::debug!(uid = request.uid, namespace = ?request.namespace, ?outcome, "answered");
-    let body = serde_json::to_vec(&ReviewResponse::from(response)).map_err(BadReview::Json)?;
+    let body = serde_json::to_vec(&ReviewResponse::from(response)).map_err(BadReview::Encode)?;
     Ok(Answer { body, outcome })
+}
+
+/// The pod's name, or its `generateName` and `*` before it has one.
+fn pod_name(object: Option<&serde_json::Value>) -> String {
+    let metadata = object.map(|o| &o["metadata"]);
+    let field = |key: &str| {
+        metadata
+            .and_then(|m| m[key].as_str())
+            .filter(|s| !s.is_empty())
+    };
+    match (field("name"), field("generateName")) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(prefix)) => format!("{prefix}*"),
+        (None, None) => String::new(),
+    }
 }
 
 fn outcome(result: &'static str, reason: &'static str) -> Outcome {

@@ -179,6 +179,11 @@ async fn classic_sidecar_by_annotation_or_injector_default() {
     assert!(sidecar["restartPolicy"].is_null());
     assert!(sidecar["startupProbe"].is_null());
     assert_eq!(env_values(sidecar)["SIDELB_SHUTDOWN_GRACE"], "10s");
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(
+        annotations["kubectl.kubernetes.io/default-container"], "invoice",
+        "kubectl still picks the app"
+    );
 
     let review = with_annotations(
         bare(),
