@@ -239,6 +239,29 @@ impl InjectorConfig {
             memory_limit: quantity(env::PROXY_MEMORY_LIMIT)?,
         };
 
+        for (request, limit, req_env, lim_env) in [
+            (
+                &resources.cpu_request,
+                &resources.cpu_limit,
+                env::PROXY_CPU_REQUEST,
+                env::PROXY_CPU_LIMIT,
+            ),
+            (
+                &resources.memory_request,
+                &resources.memory_limit,
+                env::PROXY_MEMORY_REQUEST,
+                env::PROXY_MEMORY_LIMIT,
+            ),
+        ] {
+            let (Some(request), Some(limit)) = (request, limit) else {
+                continue;
+            };
+            if quantity::value(request).ok() > quantity::value(limit).ok() {
+                let why = format!("`{request}` is above {lim_env} `{limit}`");
+                return Err(invalid(req_env, why));
+            }
+        }
+
         let mut proxy_env = Vec::new();
         for setting in SETTINGS {
             let Some(var) = setting.injector_default_env() else {
@@ -355,6 +378,10 @@ mod tests {
                 "SIDELB_PROXY_IMAGE_PULL_POLICY",
             ),
             (&["--injector-addr", "8443"][..], "SIDELB_INJECTOR_ADDR"),
+            (
+                &["--proxy-memory-request", "1Gi"][..],
+                "SIDELB_PROXY_MEMORY_REQUEST",
+            ),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.starts_with(name), "{err}");

@@ -200,6 +200,33 @@ fn plan(
         memory_limit: resource(mem_lim, &r.memory_limit),
     };
 
+    for (request, limit, req_key, lim_key) in [
+        (
+            &resources.cpu_request,
+            &resources.cpu_limit,
+            cpu_req,
+            cpu_lim,
+        ),
+        (
+            &resources.memory_request,
+            &resources.memory_limit,
+            mem_req,
+            mem_lim,
+        ),
+    ] {
+        let (Some(request), Some(limit)) = (request, limit) else {
+            continue;
+        };
+        let (Ok(r), Ok(l)) = (quantity::value(request), quantity::value(limit)) else {
+            continue;
+        };
+        if r > l {
+            problems.push(format!(
+                "{req_key}: `{request}` is above the limit `{limit}`; Kubernetes refuses a request above its limit, so raise {lim_key} too"
+            ));
+        }
+    }
+
     if !problems.is_empty() {
         return Err(problems);
     }

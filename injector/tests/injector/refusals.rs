@@ -67,3 +67,26 @@ async fn every_invalid_annotation_is_named_at_once() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_above_its_limit_is_refused() {
+    let server = TestInjector::start().await;
+    let review = with_annotations(bare(), &[("sidelb.io/proxy-memory-request", "128Mi")]);
+    let answer = server.review(Proto::H2, &review).await;
+    assert!(!answer.allowed);
+    let message = answer.status.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("sidelb.io/proxy-memory-request: `128Mi` is above the limit `64Mi`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("sidelb.io/proxy-memory-limit"),
+        "{message}"
+    );
+    let raised = with_annotations(review, &[("sidelb.io/proxy-memory-limit", "256Mi")]);
+    assert!(server.review(Proto::H2, &raised).await.allowed);
+    server.stop().await;
+}
