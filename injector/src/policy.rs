@@ -108,10 +108,10 @@ pub fn decide(req: &AdmissionRequest, defaults: &SidecarDefaults) -> Result<Deci
     if disabled(&pod.metadata.labels) {
         return Ok(Decision::Skip(Skip::DisabledByLabel));
     }
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     if disabled(&pod.metadata.annotations) {
         return Ok(Decision::Skip(Skip::DisabledByAnnotation));
     }
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     Ok(match plan(&pod, &annotations, defaults) {
         Ok(plan) => Decision::Inject(plan),
         Err(problems) => Decision::Refuse(problems.join("; ")),
