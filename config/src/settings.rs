@@ -21,14 +21,9 @@ pub struct Setting {
 }
 
 impl Setting {
-    /// The long flag: the variable without `SIDELB_`, lower-case, `-` for `_`
-    /// (`SIDELB_OUTBOUND_ADDR` → `outbound-addr`, `POD_NAMESPACE` → `pod-namespace`).
+    /// The long flag of this setting's variable, see [`flag_for`].
     pub fn flag(&self) -> String {
-        self.env
-            .strip_prefix("SIDELB_")
-            .unwrap_or(self.env)
-            .to_ascii_lowercase()
-            .replace('_', "-")
+        flag_for(self.env)
     }
 
     /// The injector's variable that sets this setting's default for every
@@ -57,6 +52,16 @@ impl Setting {
             .iter()
             .find(|s| s.annotation == Some(annotation))
     }
+}
+
+/// The long flag of an environment variable, for the proxy and the injector
+/// alike: the variable without `SIDELB_`, lower-case, `-` for `_`
+/// (`SIDELB_OUTBOUND_ADDR` → `outbound-addr`, `POD_NAMESPACE` → `pod-namespace`).
+pub fn flag_for(env: &str) -> String {
+    env.strip_prefix("SIDELB_")
+        .unwrap_or(env)
+        .to_ascii_lowercase()
+        .replace('_', "-")
 }
 
 pub const OUTBOUND_ADDR: &str = "SIDELB_OUTBOUND_ADDR";
@@ -196,6 +201,8 @@ mod tests {
     fn flags_and_injector_defaults() {
         let s = Setting::by_env(OUTBOUND_ADDR).unwrap();
         assert_eq!(s.flag(), "outbound-addr");
+        assert_eq!(flag_for("SIDELB_DEFAULT_BALANCER"), "default-balancer");
+        assert_eq!(flag_for("POD_NAME"), "pod-name");
         assert_eq!(s.injector_default_env(), None);
         let b = Setting::by_annotation("sidelb.io/balancer").unwrap();
         assert_eq!(b.injector_default_env().unwrap(), "SIDELB_DEFAULT_BALANCER");
