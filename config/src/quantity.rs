@@ -13,7 +13,9 @@ pub fn check(value: &str) -> Result<(), String> {
     let v = value.trim();
     let v = v.strip_prefix('+').unwrap_or(v);
     if v.starts_with('-') {
-        return Err(format!("`{value}` is negative; resources must be zero or more"));
+        return Err(format!(
+            "`{value}` is negative; resources must be zero or more"
+        ));
     }
     let number_len = v
         .bytes()
@@ -57,7 +59,9 @@ pub fn value(quantity: &str) -> Result<f64, String> {
         .position(|b| !(b.is_ascii_digit() || b == b'.'))
         .unwrap_or(v.len());
     let (number, suffix) = v.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("`{quantity}` is not a number"))?;
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{quantity}` is not a number"))?;
     let scale = match suffix {
         "" => 1.0,
         "Ki" => 1024f64,
@@ -91,7 +95,9 @@ mod tests {
 
     #[test]
     fn accepts_what_kubernetes_accepts() {
-        for ok in ["100m", "0.5", "1", "64Mi", "128M", "1Gi", "2e3", "1E-2", ".5", "+1"] {
+        for ok in [
+            "100m", "0.5", "1", "64Mi", "128M", "1Gi", "2e3", "1E-2", ".5", "+1",
+        ] {
             assert!(check(ok).is_ok(), "{ok}");
         }
     }

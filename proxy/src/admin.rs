@@ -49,11 +49,17 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes>> {
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(body.into()));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     res
 }
 
@@ -65,7 +71,11 @@ impl Admin {
             names::LIVE_PATH => text(StatusCode::OK, "live\n", PLAIN),
             names::READY_PATH => match (self.ready)() {
                 Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
-                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"), PLAIN),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                    PLAIN,
+                ),
             },
             names::METRICS_PATH => text(
                 StatusCode::OK,
@@ -108,7 +118,12 @@ impl Admin {
     pub fn endpoints_view(&self) -> EndpointsView {
         EndpointsView {
             balancer: self.balancer_name,
-            services: self.balancers.pools().iter().map(|p| service_view(p)).collect(),
+            services: self
+                .balancers
+                .pools()
+                .iter()
+                .map(|p| service_view(p))
+                .collect(),
         }
     }
 }
@@ -206,6 +221,8 @@ fn endpoint_view(ep: &Endpoint, now: u64) -> EndpointView {
         consecutive_failures: ep.health.consecutive_failures.load(Relaxed),
         ejections: ep.health.ejections.load(Relaxed),
         ejected_for_ms: (until != 0).then(|| until.saturating_sub(now) / 1000),
-        last_error: (ep.state() != ConnState::Ready).then(|| ep.last_error()).flatten(),
+        last_error: (ep.state() != ConnState::Ready)
+            .then(|| ep.last_error())
+            .flatten(),
     }
 }

@@ -31,11 +31,13 @@ pub enum StartError {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
-        addr,
-        what: what.to_owned(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr,
+            what: what.to_owned(),
+            source,
+        })
 }
 
 /// Everything the running proxy holds; dropping it stops nothing by itself.
@@ -108,8 +110,16 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
             Route::Fixed(pool) => pool.name().to_owned(),
             Route::ByAuthority(_) => "by authority".to_owned(),
         };
-        tracing::info!("listening on {} ({what})", addr.map(|a| a.to_string()).unwrap_or_default());
-        tokio::spawn(listener::serve(listener, route, shared.clone(), drain.watch()));
+        tracing::info!(
+            "listening on {} ({what})",
+            addr.map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(listener::serve(
+            listener,
+            route,
+            shared.clone(),
+            drain.watch(),
+        ));
     }
     tokio::spawn(balancers.clone().run_idle_sweeper());
     tracing::info!(
@@ -144,11 +154,15 @@ impl Running {
         }
         self.draining.store(true, Relaxed);
         let timeout = self.config.drain_timeout;
-        tracing::info!("draining: no new connections, waiting up to {timeout:?} for in-flight requests");
+        tracing::info!(
+            "draining: no new connections, waiting up to {timeout:?} for in-flight requests"
+        );
         if self.drain.drain(timeout).await {
             tracing::info!("drained; exiting");
         } else {
-            tracing::warn!("drain timeout of {timeout:?} reached with requests still in flight; exiting");
+            tracing::warn!(
+                "drain timeout of {timeout:?} reached with requests still in flight; exiting"
+            );
         }
     }
 }

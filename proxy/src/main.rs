@@ -18,7 +18,11 @@ fn command() -> Command {
                 .long(flag)
                 .env(setting.env)
                 .value_name("VALUE")
-                .help(format!("{} [default: {}]", setting.help, display_default(setting.default))),
+                .help(format!(
+                    "{} [default: {}]",
+                    setting.help,
+                    display_default(setting.default)
+                )),
         );
     }
     cmd
@@ -51,7 +55,9 @@ fn main() -> ExitCode {
     };
     init_logging(&config);
     let runtime = if config.workers <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.workers)

@@ -93,25 +93,61 @@ impl Metrics {
             registry: Registry::default(),
             scrape: Mutex::new(()),
         };
-        registry.register("requests", "Requests by service, endpoint and status", m.requests.clone());
+        registry.register(
+            "requests",
+            "Requests by service, endpoint and status",
+            m.requests.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Time from request to response headers, by service",
             m.request_duration.clone(),
         );
-        registry.register("endpoints", "Endpoints by service and state", m.endpoints.clone());
-        registry.register("discovery_updates", "Endpoint updates received from discovery", m.discovery_updates.clone());
-        registry.register("retries", "Requests retried on another endpoint because they never reached an app", m.retries.clone());
+        registry.register(
+            "endpoints",
+            "Endpoints by service and state",
+            m.endpoints.clone(),
+        );
+        registry.register(
+            "discovery_updates",
+            "Endpoint updates received from discovery",
+            m.discovery_updates.clone(),
+        );
+        registry.register(
+            "retries",
+            "Requests retried on another endpoint because they never reached an app",
+            m.retries.clone(),
+        );
         registry.register(
             "retries_over_budget",
             "Retryable requests not retried because the retry budget was spent",
             m.retries_over_budget.clone(),
         );
-        registry.register("overloaded", "Requests refused because the service had too many in flight", m.overloaded.clone());
-        registry.register("ejections", "Times an endpoint was ejected as an outlier", m.ejections.clone());
-        registry.register("ejected", "1 while an endpoint is ejected", m.ejected.clone());
-        registry.register("connect_failures", "Failed connection attempts to endpoints", m.connect_failures.clone());
-        registry.register("app_connections", "Connections accepted from the app, by protocol", m.app_connections.clone());
+        registry.register(
+            "overloaded",
+            "Requests refused because the service had too many in flight",
+            m.overloaded.clone(),
+        );
+        registry.register(
+            "ejections",
+            "Times an endpoint was ejected as an outlier",
+            m.ejections.clone(),
+        );
+        registry.register(
+            "ejected",
+            "1 while an endpoint is ejected",
+            m.ejected.clone(),
+        );
+        registry.register(
+            "connect_failures",
+            "Failed connection attempts to endpoints",
+            m.connect_failures.clone(),
+        );
+        registry.register(
+            "app_connections",
+            "Connections accepted from the app, by protocol",
+            m.app_connections.clone(),
+        );
         registry.register(
             "protocol_errors",
             "App connections closed for bad framing, oversized headers or slow request heads",

@@ -39,7 +39,11 @@ impl AuthorityRouter {
 }
 
 /// Parses an authority into a service port; the error says what is wrong.
-pub fn parse_authority(authority: &str, namespace: &str, cluster_domain: &str) -> Result<ServiceKey, String> {
+pub fn parse_authority(
+    authority: &str,
+    namespace: &str,
+    cluster_domain: &str,
+) -> Result<ServiceKey, String> {
     if authority.is_empty() {
         return Err("the request has no authority or Host".into());
     }

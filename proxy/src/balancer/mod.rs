@@ -59,7 +59,11 @@ struct PoolEntry {
 }
 
 impl Balancers {
-    pub fn new(discover: Arc<dyn Discover>, config: Arc<ProxyConfig>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        discover: Arc<dyn Discover>,
+        config: Arc<ProxyConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Balancers {
             pools: RwLock::new(HashMap::new()),
             discover,
@@ -70,7 +74,12 @@ impl Balancers {
 
     /// The pool of `key`, made and subscribed on first use.
     pub fn get(&self, key: &ServiceKey) -> Arc<Pool> {
-        if let Some(entry) = self.pools.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        if let Some(entry) = self
+            .pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
             return entry.pool.clone();
         }
         self.create(key, false)
@@ -155,7 +164,10 @@ impl Balancers {
                 && e.pool.in_flight() == 0
                 && e.pool.last_used_us.load(Relaxed) < cutoff;
             if idle {
-                tracing::info!(service = e.pool.name(), "no longer watched: unused for {ttl:?}");
+                tracing::info!(
+                    service = e.pool.name(),
+                    "no longer watched: unused for {ttl:?}"
+                );
                 e.subscription.abort();
                 e.pool.shut();
             }

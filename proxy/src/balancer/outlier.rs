@@ -80,8 +80,13 @@ impl Outlier {
             ep.health.ejections.store(0, Relaxed);
         }
         let repeats = ep.health.ejections.fetch_add(1, Relaxed).min(32);
-        let time_us = self.base_us.saturating_mul(1u64 << repeats.min(20)).min(self.max_us);
-        ep.health.ejected_until_us.store(now + time_us.max(1), Relaxed);
+        let time_us = self
+            .base_us
+            .saturating_mul(1u64 << repeats.min(20))
+            .min(self.max_us);
+        ep.health
+            .ejected_until_us
+            .store(now + time_us.max(1), Relaxed);
         ep.health.consecutive_failures.store(0, Relaxed);
         let labels = ep.metric_labels();
         let metrics: &Metrics = &ep.pool.metrics;
@@ -113,7 +118,11 @@ impl Outlier {
         {
             self.ejected.fetch_sub(1, Relaxed);
             ep.health.last_return_us.store(now, Relaxed);
-            ep.pool.metrics.ejected.get_or_create(&ep.metric_labels()).set(0);
+            ep.pool
+                .metrics
+                .ejected
+                .get_or_create(&ep.metric_labels())
+                .set(0);
             tracing::info!(endpoint = %ep.addr, service = ep.service(), "returned to rotation after ejection");
         }
         false

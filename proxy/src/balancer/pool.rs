@@ -37,10 +37,20 @@ pub enum Resolution {
 pub enum NoEndpoint {
     #[error("{0}")]
     NoService(String),
-    #[error("no endpoints for service {service} from {source_name}; check that the service has ready pods")]
-    Empty { service: String, source_name: String },
-    #[error("discovery of service {service} has not answered yet ({source_name}); check that the proxy can reach it")]
-    NotResolved { service: String, source_name: String },
+    #[error(
+        "no endpoints for service {service} from {source_name}; check that the service has ready pods"
+    )]
+    Empty {
+        service: String,
+        source_name: String,
+    },
+    #[error(
+        "discovery of service {service} has not answered yet ({source_name}); check that the proxy can reach it"
+    )]
+    NotResolved {
+        service: String,
+        source_name: String,
+    },
     #[error("all {count} endpoints of service {service} are failing; last error: {last_error}")]
     AllFailing {
         service: String,
@@ -77,7 +87,9 @@ impl Drop for Admission {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("service", &self.shared.name).finish()
+        f.debug_struct("Pool")
+            .field("service", &self.shared.name)
+            .finish()
     }
 }
 
@@ -122,7 +134,10 @@ impl Pool {
     }
 
     pub fn resolution(&self) -> Resolution {
-        self.resolution.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.resolution
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn is_resolved(&self) -> bool {
@@ -175,7 +190,11 @@ impl Pool {
 
     /// Chooses an endpoint, waiting (at most `wait`) while discovery has not
     /// answered or endpoints are still connecting.
-    pub async fn pick(&self, exclude: Option<&Endpoint>, wait: Duration) -> Result<Arc<Endpoint>, NoEndpoint> {
+    pub async fn pick(
+        &self,
+        exclude: Option<&Endpoint>,
+        wait: Duration,
+    ) -> Result<Arc<Endpoint>, NoEndpoint> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let changed = self.shared.changed.notified();
@@ -253,15 +272,25 @@ impl Pool {
         }
         let mut next: Vec<_> = by_addr.into_values().collect();
         next.sort_by_key(|ep| ep.addr);
-        for gone in current.iter().filter(|ep| !next.iter().any(|n| Arc::ptr_eq(n, ep))) {
+        for gone in current
+            .iter()
+            .filter(|ep| !next.iter().any(|n| Arc::ptr_eq(n, ep)))
+        {
             self.shared.outlier.forget(gone);
             gone.mark_removed();
             if gone.in_flight() > 0 {
-                self.draining.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(gone));
+                self.draining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Arc::downgrade(gone));
             }
         }
         self.shared.outlier.set_size(next.len());
-        tracing::info!(service = self.name(), endpoints = next.len(), "endpoints updated");
+        tracing::info!(
+            service = self.name(),
+            endpoints = next.len(),
+            "endpoints updated"
+        );
         self.endpoints.store(Arc::new(next));
         let resolution = match no_service {
             Some(why) => {
@@ -270,7 +299,8 @@ impl Pool {
             }
             None => Resolution::Resolved,
         };
-        self.resolved.store(resolution == Resolution::Resolved, Relaxed);
+        self.resolved
+            .store(resolution == Resolution::Resolved, Relaxed);
         *self.resolution.lock().unwrap_or_else(|p| p.into_inner()) = resolution;
         self.shared.changed.notify_waiters();
     }
@@ -283,7 +313,13 @@ impl Pool {
                 ep.set_name(meta.name);
                 continue;
             }
-            let ep = Endpoint::new(meta.addr, meta.name, initial_rtt, self.shared.clone(), slow_start);
+            let ep = Endpoint::new(
+                meta.addr,
+                meta.name,
+                initial_rtt,
+                self.shared.clone(),
+                slow_start,
+            );
             driver::spawn(ep.clone(), self.shared.config.clone());
             by_addr.insert(meta.addr, ep);
         }

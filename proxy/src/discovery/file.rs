@@ -153,7 +153,9 @@ impl Discover for FileDiscovery {
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn publish(path: &Path, services: &Services, key: &ServiceKey, publisher: &mut Publisher) {
@@ -214,7 +216,10 @@ fn read(path: &Path, default_namespace: &str) -> Result<Services, FileError> {
 }
 
 /// Parses the file's text; the error names the entry that is wrong.
-pub fn parse(text: &str, default_namespace: &str) -> Result<BTreeMap<ServiceKey, Vec<EndpointMeta>>, String> {
+pub fn parse(
+    text: &str,
+    default_namespace: &str,
+) -> Result<BTreeMap<ServiceKey, Vec<EndpointMeta>>, String> {
     const SHAPE: &str = "expected `services:` with entries of `name`, `namespace`, `port` and `endpoints: [\"ip:port\", …]`";
     if text.trim().is_empty() {
         return Err(format!("the file is empty; {SHAPE}"));
@@ -224,9 +229,14 @@ pub fn parse(text: &str, default_namespace: &str) -> Result<BTreeMap<ServiceKey,
     for (i, entry) in doc.services.unwrap_or_default().into_iter().enumerate() {
         let at = format!("services[{i}] ({})", entry.name);
         if !is_dns_label(&entry.name) {
-            return Err(format!("{at}: `{}` is not a valid service name", entry.name));
+            return Err(format!(
+                "{at}: `{}` is not a valid service name",
+                entry.name
+            ));
         }
-        let namespace = entry.namespace.unwrap_or_else(|| default_namespace.to_owned());
+        let namespace = entry
+            .namespace
+            .unwrap_or_else(|| default_namespace.to_owned());
         if !is_dns_label(&namespace) {
             return Err(format!("{at}: `{namespace}` is not a valid namespace"));
         }
@@ -249,7 +259,9 @@ pub fn parse(text: &str, default_namespace: &str) -> Result<BTreeMap<ServiceKey,
         }
         let key = ServiceKey::new(entry.name, namespace, port);
         if out.contains_key(&key) {
-            return Err(format!("{at}: service {key} is listed twice; merge its endpoints into one entry"));
+            return Err(format!(
+                "{at}: service {key} is listed twice; merge its endpoints into one entry"
+            ));
         }
         out.insert(key, endpoints);
     }
@@ -283,11 +295,23 @@ mod tests {
         for (text, needle) in [
             ("", "empty"),
             ("services: 3", "services"),
-            ("services:\n- name: a\n  port: 0\n", "services[0] (a): port 0"),
-            ("services:\n- name: a\n  port: 1\n  endpoints: [\"x\"]\n", "endpoint `x`"),
-            ("services:\n- name: A\n  port: 1\n", "not a valid service name"),
+            (
+                "services:\n- name: a\n  port: 0\n",
+                "services[0] (a): port 0",
+            ),
+            (
+                "services:\n- name: a\n  port: 1\n  endpoints: [\"x\"]\n",
+                "endpoint `x`",
+            ),
+            (
+                "services:\n- name: A\n  port: 1\n",
+                "not a valid service name",
+            ),
             ("services:\n- name: a\n  port: 1\n  typo: 1\n", "typo"),
-            ("services:\n- {name: a, port: 1}\n- {name: a, port: 1}\n", "twice"),
+            (
+                "services:\n- {name: a, port: 1}\n- {name: a, port: 1}\n",
+                "twice",
+            ),
         ] {
             let err = parse(text, "default").unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");

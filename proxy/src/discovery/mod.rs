@@ -88,7 +88,11 @@ impl Publisher {
         let next: BTreeMap<_, _> = endpoints.into_iter().map(|e| (e.addr, e)).collect();
         let update = match (&self.last, self.missing.take()) {
             (Some(last), None) => {
-                let removed: Vec<_> = last.keys().filter(|a| !next.contains_key(a)).copied().collect();
+                let removed: Vec<_> = last
+                    .keys()
+                    .filter(|a| !next.contains_key(a))
+                    .copied()
+                    .collect();
                 let added: Vec<_> = next
                     .values()
                     .filter(|e| last.get(&e.addr) != Some(e))
@@ -138,10 +142,7 @@ mod tests {
         p.publish([ep(2), ep(3)]);
         assert_eq!(
             drain(&mut rx),
-            vec![
-                Update::Remove(vec![ep(1).addr]),
-                Update::Add(vec![ep(3)])
-            ]
+            vec![Update::Remove(vec![ep(1).addr]), Update::Add(vec![ep(3)])]
         );
         p.publish([ep(2), ep(3)]);
         assert!(drain(&mut rx).is_empty());
@@ -156,10 +157,7 @@ mod tests {
         p.publish([ep(1)]);
         assert_eq!(
             drain(&mut rx),
-            vec![
-                Update::NoService("gone".into()),
-                Update::Reset(vec![ep(1)])
-            ]
+            vec![Update::NoService("gone".into()), Update::Reset(vec![ep(1)])]
         );
     }
 }

@@ -146,7 +146,9 @@ async fn run(mut connection: Connection, config: Arc<ProxyConfig>) -> Result<(),
             if pings.send_ping(h2::Ping::opaque()).is_err() {
                 return "keepalive ping could not be sent".to_string();
             }
-            match tokio::time::timeout(timeout, std::future::poll_fn(|cx| pings.poll_pong(cx))).await {
+            match tokio::time::timeout(timeout, std::future::poll_fn(|cx| pings.poll_pong(cx)))
+                .await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return format!("keepalive ping failed: {e}"),
                 Err(_) => return format!("keepalive ping not answered within {timeout:?}"),

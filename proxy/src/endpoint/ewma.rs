@@ -55,7 +55,10 @@ mod tests {
         e.observe(50_000.0, 1);
         assert_eq!(e.estimate(1), 50_000.0);
         e.observe(1000.0, 2);
-        assert!(e.estimate(2) > 49_000.0, "one fast answer barely moves a peak");
+        assert!(
+            e.estimate(2) > 49_000.0,
+            "one fast answer barely moves a peak"
+        );
         assert!(e.estimate(30_000_000) < 3_000.0, "idle time decays it");
         e.observe(1000.0, 10_000_000);
         let later = e.estimate(10_000_000);

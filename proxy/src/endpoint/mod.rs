@@ -16,7 +16,9 @@ use conns::ConnSet;
 use ewma::PeakEwma;
 use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex};
 
 /// Connection state, as the driver last saw it.
@@ -69,7 +71,9 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("addr", &self.addr).finish()
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -139,7 +143,10 @@ impl Endpoint {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -271,7 +278,13 @@ impl EndpointMetrics {
             c.inc();
             return;
         }
-        let counter = request_counter(&self.metrics, &self.service, &self.endpoint, grpc_status, http_status);
+        let counter = request_counter(
+            &self.metrics,
+            &self.service,
+            &self.endpoint,
+            grpc_status,
+            http_status,
+        );
         counter.inc();
         cache.push((key, counter));
     }
@@ -284,7 +297,11 @@ impl Drop for EndpointMetrics {
             self.metrics.requests.remove(&RequestLabels {
                 service: self.service.clone(),
                 endpoint: self.endpoint.clone(),
-                grpc_status: if grpc == NO_GRPC { String::new() } else { grpc.to_string() },
+                grpc_status: if grpc == NO_GRPC {
+                    String::new()
+                } else {
+                    grpc.to_string()
+                },
                 http_status: http.to_string(),
             });
         }

@@ -11,7 +11,7 @@
 //! be sent again to another endpoint, whole.
 
 use bytes::Bytes;
-use h2::{RecvStream, Reason, SendStream};
+use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -44,7 +44,10 @@ async fn send_chunk(tx: &mut SendStream<Bytes>, chunk: Bytes, eos: bool) -> Resu
 }
 
 /// Reads the next chunk of `rx`, or notices that `tx`'s peer reset it.
-async fn next_chunk(rx: &mut RecvStream, tx: &mut SendStream<Bytes>) -> Result<Option<Bytes>, PumpError> {
+async fn next_chunk(
+    rx: &mut RecvStream,
+    tx: &mut SendStream<Bytes>,
+) -> Result<Option<Bytes>, PumpError> {
     poll_fn(|cx| {
         if let Poll::Ready(r) = tx.poll_reset(cx) {
             return Poll::Ready(Err(PumpError::Send(r.map_or_else(|e| e, h2::Error::from))));
@@ -63,11 +66,16 @@ async fn next_chunk(rx: &mut RecvStream, tx: &mut SendStream<Bytes>) -> Result<O
 }
 
 async fn trailers(rx: &mut RecvStream) -> Result<Option<HeaderMap>, PumpError> {
-    poll_fn(|cx| rx.poll_trailers(cx)).await.map_err(PumpError::Recv)
+    poll_fn(|cx| rx.poll_trailers(cx))
+        .await
+        .map_err(PumpError::Recv)
 }
 
 /// Copies a response body and its trailers; returns the trailers' grpc-status.
-pub async fn pump_response(rx: &mut RecvStream, tx: &mut SendStream<Bytes>) -> Result<Option<u16>, PumpError> {
+pub async fn pump_response(
+    rx: &mut RecvStream,
+    tx: &mut SendStream<Bytes>,
+) -> Result<Option<u16>, PumpError> {
     while let Some(chunk) = next_chunk(rx, tx).await? {
         let eos = rx.is_end_stream();
         send_chunk(tx, chunk, eos).await?;
@@ -125,13 +133,20 @@ impl RequestBody {
 
     /// Sends the whole body on `tx`: what earlier attempts read, then the rest.
     /// Stops keeping a copy once `keep` is false (the response has begun).
-    pub async fn pump(&mut self, tx: &mut SendStream<Bytes>, keep: &AtomicBool) -> Result<(), PumpError> {
+    pub async fn pump(
+        &mut self,
+        tx: &mut SendStream<Bytes>,
+        keep: &AtomicBool,
+    ) -> Result<(), PumpError> {
         let mut sent = 0;
         loop {
             if sent < self.replay.len() {
                 let chunk = self.replay[sent].clone();
                 sent += 1;
-                let eos = sent == self.replay.len() && self.data_done && self.trailers_done && self.trailers.is_none();
+                let eos = sent == self.replay.len()
+                    && self.data_done
+                    && self.trailers_done
+                    && self.trailers.is_none();
                 send_chunk(tx, chunk, eos).await?;
                 if eos {
                     return Ok(());
@@ -150,7 +165,10 @@ impl RequestBody {
                 self.data_done = true;
                 self.trailers_done = true;
             }
-            if self.replayable && keep.load(Relaxed) && self.replay_len + chunk.len() <= REPLAY_LIMIT {
+            if self.replayable
+                && keep.load(Relaxed)
+                && self.replay_len + chunk.len() <= REPLAY_LIMIT
+            {
                 self.replay_len += chunk.len();
                 self.replay.push(chunk.clone());
                 sent += 1;

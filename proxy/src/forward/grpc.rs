@@ -69,7 +69,10 @@ fn set_status(headers: &mut HeaderMap, code: u16, message: &str) {
 pub fn error_response(code: u16, message: &str) -> Response<()> {
     let mut res = Response::new(());
     let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     set_status(headers, code, message);
     res
 }

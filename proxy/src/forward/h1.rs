@@ -70,7 +70,10 @@ pub async fn forward(
                 } else {
                     ep.record_success();
                 }
-                return Ok(Forwarded { response, in_flight });
+                return Ok(Forwarded {
+                    response,
+                    in_flight,
+                });
             }
             Err(e) if e.is_connect() && failed.is_none() && untouched(slot) => {
                 ep.record_failure();
@@ -110,11 +113,7 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 }
 
 fn request(head: &RequestHead, ep: &Endpoint, slot: &BodySlot) -> http::Request<ChannelBody> {
-    let path = head
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path = head.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let uri = format!("http://{}{}", ep.addr, path);
     let mut req = http::Request::new(ChannelBody::new(slot.clone(), head.framing));
     *req.method_mut() = head.method.clone();

@@ -54,7 +54,11 @@ struct Done {
 }
 
 /// Serves one request from the app.
-pub async fn serve(pool: Result<Arc<Pool>, ProxyError>, req: Request<RecvStream>, respond: SendResponse<Bytes>) {
+pub async fn serve(
+    pool: Result<Arc<Pool>, ProxyError>,
+    req: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
     let grpc = grpc::is_grpc(req.headers());
     let mut down = Downstream {
         respond: Some(respond),
@@ -73,12 +77,15 @@ pub async fn serve(pool: Result<Arc<Pool>, ProxyError>, req: Request<RecvStream>
         });
     };
     let timeout = if grpc {
-        req.headers().get("grpc-timeout").and_then(grpc::parse_timeout)
+        req.headers()
+            .get("grpc-timeout")
+            .and_then(grpc::parse_timeout)
     } else {
         None
     };
     let result = match timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, exchange(&pool, req, &mut down)).await {
+        Some(timeout) => match tokio::time::timeout(timeout, exchange(&pool, req, &mut down)).await
+        {
             Ok(r) => r,
             Err(_) => Err(Failure::Proxy(ProxyError::DeadlineExceeded {
                 service: pool.name().to_owned(),
@@ -104,10 +111,19 @@ fn count_local(pool: &Pool, down: &Downstream, e: &ProxyError) {
         (None, e.http_status().as_u16())
     };
     let endpoint = match e {
-        ProxyError::Upstream { endpoint, .. } | ProxyError::RetryBudget { endpoint, .. } => endpoint.as_str(),
+        ProxyError::Upstream { endpoint, .. } | ProxyError::RetryBudget { endpoint, .. } => {
+            endpoint.as_str()
+        }
         _ => "",
     };
-    crate::endpoint::request_counter(&pool.shared.metrics, pool.name(), endpoint, grpc_status, http).inc();
+    crate::endpoint::request_counter(
+        &pool.shared.metrics,
+        pool.name(),
+        endpoint,
+        grpc_status,
+        http,
+    )
+    .inc();
 }
 
 impl Downstream {
@@ -117,7 +133,8 @@ impl Downstream {
         if let Some(mut respond) = self.respond.take() {
             tracing::debug!("answering with an error: {message}");
             if self.grpc {
-                let _ = respond.send_response(grpc::error_response(e.grpc_status(), &message), true);
+                let _ =
+                    respond.send_response(grpc::error_response(e.grpc_status(), &message), true);
             } else {
                 let (parts, body) = grpc::http_error(e.http_status(), &message).into_parts();
                 if let Ok(mut tx) = respond.send_response(Response::from_parts(parts, ()), false) {
@@ -150,7 +167,11 @@ enum Attempt {
     Failed(Failure),
 }
 
-async fn exchange(pool: &Arc<Pool>, req: Request<RecvStream>, down: &mut Downstream) -> Result<(), Failure> {
+async fn exchange(
+    pool: &Arc<Pool>,
+    req: Request<RecvStream>,
+    down: &mut Downstream,
+) -> Result<(), Failure> {
     let (head, body) = req.into_parts();
     let mut body = RequestBody::new(body);
     let wait = pool.shared.config.connect_timeout;

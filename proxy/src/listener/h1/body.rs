@@ -69,7 +69,9 @@ impl Body for ChannelBody {
                 Some(rx) => self.rx = Some(rx),
                 None => {
                     self.done = true;
-                    return Poll::Ready(Some(Err(BodyError("the request body was already sent".into()))));
+                    return Poll::Ready(Some(Err(BodyError(
+                        "the request body was already sent".into(),
+                    ))));
                 }
             }
         }
@@ -159,7 +161,11 @@ async fn read_exact<R: AsyncRead + Unpin>(
 }
 
 /// Takes one CRLF-terminated line from `buf`, reading more as needed.
-async fn line<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, limit: usize) -> Result<Bytes, ReadError> {
+async fn line<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Bytes, ReadError> {
     let mut searched = 0;
     loop {
         if let Some(pos) = buf[searched..].windows(2).position(|w| w == b"\r\n") {
@@ -220,8 +226,10 @@ async fn read_chunked<R: AsyncRead + Unpin>(
             .position(|b| *b == b':')
             .map(|i| (&l[..i], l[i + 1..].trim_ascii()))
             .ok_or(ReadError::Malformed("trailer line without a colon"))?;
-        let name = http::HeaderName::from_bytes(name).map_err(|_| ReadError::Malformed("invalid trailer name"))?;
-        let value = http::HeaderValue::from_bytes(value).map_err(|_| ReadError::Malformed("invalid trailer value"))?;
+        let name = http::HeaderName::from_bytes(name)
+            .map_err(|_| ReadError::Malformed("invalid trailer name"))?;
+        let value = http::HeaderValue::from_bytes(value)
+            .map_err(|_| ReadError::Malformed("invalid trailer value"))?;
         trailers.append(name, value);
     }
     if !trailers.is_empty() {
@@ -234,7 +242,10 @@ async fn read_chunked<R: AsyncRead + Unpin>(
 mod tests {
     use super::*;
 
-    async fn decode(framing: Framing, wire: &[u8]) -> (Result<(), ReadError>, Vec<u8>, Option<HeaderMap>, BytesMut) {
+    async fn decode(
+        framing: Framing,
+        wire: &[u8],
+    ) -> (Result<(), ReadError>, Vec<u8>, Option<HeaderMap>, BytesMut) {
         let (tx, mut rx) = mpsc::channel(64);
         let mut buf = BytesMut::new();
         let mut rd = wire;
@@ -255,8 +266,11 @@ mod tests {
         assert!(r.is_ok());
         assert_eq!(data, b"hello");
         assert_eq!(&rest[..], b"GET");
-        let (r, data, trailers, rest) =
-            decode(Framing::Chunked, b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 9\r\n\r\nNEXT").await;
+        let (r, data, trailers, rest) = decode(
+            Framing::Chunked,
+            b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 9\r\n\r\nNEXT",
+        )
+        .await;
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(data, b"hello world");
         assert_eq!(trailers.unwrap()["x-sum"], "9");

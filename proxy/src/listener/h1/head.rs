@@ -106,7 +106,9 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead, usize)
             lengths += 1;
             let text = std::str::from_utf8(h.value).unwrap_or("").trim();
             if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::Malformed(format!("Content-Length `{text}` is not a number")));
+                return Err(HeadError::Malformed(format!(
+                    "Content-Length `{text}` is not a number"
+                )));
             }
             length = Some(text.parse::<u64>().map_err(|_| {
                 HeadError::Malformed(format!("Content-Length `{text}` is too large"))
@@ -131,11 +133,21 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead, usize)
         }
         (0, 1) if chunked => Framing::Chunked,
         (0, 1) => {
-            return Err(HeadError::Ambiguous("Transfer-Encoding other than `chunked`"));
+            return Err(HeadError::Ambiguous(
+                "Transfer-Encoding other than `chunked`",
+            ));
         }
-        (0, _) => return Err(HeadError::Ambiguous("more than one Transfer-Encoding header")),
+        (0, _) => {
+            return Err(HeadError::Ambiguous(
+                "more than one Transfer-Encoding header",
+            ));
+        }
         (_, 0) => return Err(HeadError::Ambiguous("more than one Content-Length header")),
-        _ => return Err(HeadError::Ambiguous("both Content-Length and Transfer-Encoding")),
+        _ => {
+            return Err(HeadError::Ambiguous(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
     };
     if hosts > 1 {
         return Err(HeadError::Malformed("more than one Host header".into()));
@@ -227,7 +239,9 @@ mod tests {
         assert!(h.keep_alive);
         assert!(h.headers.get("x-drop").is_none() && h.headers.get("connection").is_none());
         assert_eq!(h.headers["x-keep"], "2");
-        let h = head("POST / HTTP/1.1\r\nHost: a:1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n").unwrap();
+        let h =
+            head("POST / HTTP/1.1\r\nHost: a:1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+                .unwrap();
         assert_eq!(h.framing, Framing::Length(5));
         assert!(!h.keep_alive);
         let h = head("POST / HTTP/1.1\r\nHost: a:1\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
@@ -241,7 +255,10 @@ mod tests {
     fn partial_heads_wait_and_large_ones_fail() {
         assert!(parse(b"GET / HTTP/1.1\r\nHost: a", 1024).unwrap().is_none());
         let big = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(2000));
-        assert_eq!(parse(big.as_bytes(), 1024).unwrap_err(), HeadError::TooLarge(1024));
+        assert_eq!(
+            parse(big.as_bytes(), 1024).unwrap_err(),
+            HeadError::TooLarge(1024)
+        );
     }
 
     #[test]
@@ -262,7 +279,11 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
         ] {
             let err = head(text).unwrap_err();
-            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{text:?}: {err}");
+            assert_eq!(
+                err.status(),
+                http::StatusCode::BAD_REQUEST,
+                "{text:?}: {err}"
+            );
         }
     }
 }

@@ -53,7 +53,8 @@ pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut cx: ConnContext, mu
                 Err(_) => {
                     cx.protocol_error();
                     let message = format!("request head not received within {head_timeout:?}");
-                    let _ = write_error(&mut wr, StatusCode::REQUEST_TIMEOUT, &message, &closing()).await;
+                    let _ = write_error(&mut wr, StatusCode::REQUEST_TIMEOUT, &message, &closing())
+                        .await;
                     return;
                 }
             }
@@ -141,7 +142,10 @@ async fn exchange(
             }
         }
     };
-    let Forwarded { response, in_flight } = match result {
+    let Forwarded {
+        response,
+        in_flight,
+    } = match result {
         Ok(forwarded) => forwarded,
         Err(e) => {
             let answering = Answering {

@@ -30,7 +30,11 @@ pub enum WriteError {
 }
 
 /// Writes `res`; returns whether the connection may be kept open.
-pub async fn write<W, B>(wr: &mut W, res: Response<B>, answering: &Answering) -> Result<bool, WriteError>
+pub async fn write<W, B>(
+    wr: &mut W,
+    res: Response<B>,
+    answering: &Answering,
+) -> Result<bool, WriteError>
 where
     W: AsyncWrite + Unpin,
     B: Body<Data = Bytes>,
@@ -52,9 +56,10 @@ where
         Out::Length
     } else if answering.version == Version::HTTP_11 {
         parts.headers.remove(header::CONTENT_LENGTH);
-        parts
-            .headers
-            .insert(header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+        parts.headers.insert(
+            header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
         Out::Chunked
     } else {
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -62,7 +67,13 @@ where
         Out::Close
     };
     let mut head = BytesMut::with_capacity(256);
-    put_head(&mut head, status, &parts.headers, keep_alive, answering.version);
+    put_head(
+        &mut head,
+        status,
+        &parts.headers,
+        keep_alive,
+        answering.version,
+    );
     if bodiless {
         wr.write_all(&head).await?;
         return Ok(keep_alive);
@@ -116,8 +127,18 @@ enum Out {
     Close,
 }
 
-fn put_head(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap, keep_alive: bool, version: Version) {
-    let version = if version == Version::HTTP_10 { "HTTP/1.0" } else { "HTTP/1.1" };
+fn put_head(
+    out: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    keep_alive: bool,
+    version: Version,
+) {
+    let version = if version == Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
     out.put_slice(
         format!(
             "{version} {} {}\r\n",
@@ -151,10 +172,14 @@ pub async fn write_error<W: AsyncWrite + Unpin>(
     message: &str,
     answering: &Answering,
 ) -> Result<bool, WriteError> {
-    let res = crate::forward::grpc::http_error(status, message).map(|text| {
-        http_body_util::Full::new(Bytes::from(text)).map_err(|never| match never {})
-    });
-    write::<W, http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>(wr, res.map(BodyExt::boxed), answering).await
+    let res = crate::forward::grpc::http_error(status, message)
+        .map(|text| http_body_util::Full::new(Bytes::from(text)).map_err(|never| match never {}));
+    write::<W, http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>(
+        wr,
+        res.map(BodyExt::boxed),
+        answering,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -173,13 +198,21 @@ mod tests {
     #[tokio::test]
     async fn known_length_and_hop_by_hop() {
         let mut res = Response::new(Full::new(Bytes::from_static(b"hi")));
-        res.headers_mut().insert("connection", "x-private".parse().unwrap());
+        res.headers_mut()
+            .insert("connection", "x-private".parse().unwrap());
         res.headers_mut().insert("x-private", "1".parse().unwrap());
         res.headers_mut().insert("x-public", "2".parse().unwrap());
         let mut out = Vec::new();
-        assert!(write(&mut out, res, &answering(Version::HTTP_11)).await.unwrap());
+        assert!(
+            write(&mut out, res, &answering(Version::HTTP_11))
+                .await
+                .unwrap()
+        );
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "HTTP/1.1 200 OK\r\nx-public: 2\r\ncontent-length: 2\r\n\r\nhi");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nx-public: 2\r\ncontent-length: 2\r\n\r\nhi"
+        );
     }
 
     #[tokio::test]
@@ -191,10 +224,17 @@ mod tests {
             Ok(http_body::Frame::trailers(trailers)),
         ]);
         let mut out = Vec::new();
-        write(&mut out, Response::new(StreamBody::new(frames)), &answering(Version::HTTP_11))
-            .await
-            .unwrap();
+        write(
+            &mut out,
+            Response::new(StreamBody::new(frames)),
+            &answering(Version::HTTP_11),
+        )
+        .await
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\ngrpc-status: 0\r\n\r\n");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\ngrpc-status: 0\r\n\r\n"
+        );
     }
 }
