@@ -12,8 +12,10 @@
 //! - [`pb`]: the generated messages, client and server.
 //! - [`service`]: what each call does, and the counters behind `Stats`.
 //! - [`metadata`]: the layer that echoes `x-echo-*` metadata and names the backend.
+//! - [`deadline`]: `grpc-timeout` ending calls with `DEADLINE_EXCEEDED`, as real servers do.
 //! - [`server`]: binding, serving, and draining on SIGTERM.
 
+pub mod deadline;
 pub mod metadata;
 pub mod server;
 pub mod service;

@@ -12,6 +12,7 @@
 //! stderr and exits with 1. SIGKILL is the crash case and needs no code.
 
 use super::MAX_MESSAGE_BYTES;
+use super::deadline::DeadlineLayer;
 use super::metadata::EchoMetadataLayer;
 use super::pb::echo_server::EchoServer;
 use super::service::{Behaviour, EchoService};
@@ -65,7 +66,13 @@ pub async fn run(config: ServerConfig) -> Result<Stopped, Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
-        .layer(EchoMetadataLayer::new(&config.behaviour.name))
+        .layer(
+            // Outermost first: deadline responses get the echo and the name too.
+            tower::ServiceBuilder::new()
+                .layer(EchoMetadataLayer::new(&config.behaviour.name))
+                .layer(DeadlineLayer)
+                .into_inner(),
+        )
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, stopped(stopping.clone()));
     let drain_deadline = async {

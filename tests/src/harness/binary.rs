@@ -63,3 +63,17 @@ fn candidate_dirs() -> Vec<PathBuf> {
     dirs.push(target.join(profile));
     dirs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_says_how_to_build_it() {
+        let err = binary_path("no-such-binary").expect_err("missing");
+        assert!(
+            err.to_string().contains("cargo build --workspace --bins"),
+            "{err}"
+        );
+    }
+}

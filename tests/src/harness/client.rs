@@ -6,6 +6,7 @@
 //! of the client share it.
 
 use crate::echo::MAX_MESSAGE_BYTES;
+use crate::echo::pb::EchoRequest;
 use crate::echo::pb::echo_client::EchoClient;
 use anyhow::{Context, Result};
 use http::Uri;
@@ -41,4 +42,20 @@ pub async fn connect_with_authority(addr: SocketAddr, authority: &str) -> Result
     Ok(EchoClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// A request stream fed from a channel, for streaming calls whose next
+/// message depends on the replies so far (interactive bidi). The stream ends
+/// when the sender is dropped: that is the client's half-close.
+pub fn request_channel(
+    buffer: usize,
+) -> (
+    tokio::sync::mpsc::Sender<EchoRequest>,
+    impl futures_util::Stream<Item = EchoRequest> + Send + 'static,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(buffer.max(1));
+    let requests = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|request| (request, receiver))
+    });
+    (sender, requests)
 }

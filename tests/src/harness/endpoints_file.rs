@@ -94,3 +94,38 @@ impl EndpointsFile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_replace_the_whole_file() {
+        let a: SocketAddr = "127.0.0.1:50061".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:50062".parse().expect("addr");
+        let mut echo = ServiceEndpoints::new("echo", "default", 50051, &[a]);
+        let file = EndpointsFile::create(&[echo.clone()]).expect("created");
+        assert_eq!(echo.authority(), "echo.default:50051");
+        assert_eq!(file.discovery(), format!("file:{}", file.path().display()));
+
+        echo.endpoints.push(b.to_string());
+        file.write(&[echo]).expect("rewritten");
+        let text = std::fs::read_to_string(file.path()).expect("readable");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+        let service = &doc["services"][0];
+        assert_eq!(service["name"].as_str(), Some("echo"));
+        assert_eq!(service["namespace"].as_str(), Some("default"));
+        assert_eq!(service["port"].as_u64(), Some(50051));
+        let endpoints: Vec<&str> = service["endpoints"]
+            .as_sequence()
+            .expect("list")
+            .iter()
+            .filter_map(|e| e.as_str())
+            .collect();
+        assert_eq!(endpoints, ["127.0.0.1:50061", "127.0.0.1:50062"]);
+        let leftovers = std::fs::read_dir(file.path().parent().expect("dir"))
+            .expect("listable")
+            .count();
+        assert_eq!(leftovers, 1, "no temporary file is left behind");
+    }
+}

@@ -9,6 +9,8 @@
 //! - [`Tally`], [`unary_calls`], [`Load`]: calls run in bounded numbers and
 //!   time, counted per backend and per status.
 //! - [`PythonClient`]: the same checks from a Python grpcio app.
+//! - [`RawGrpc`]: a call at the HTTP/2 level, to see trailers-only responses
+//!   and far-end deadlines that gRPC libraries hide.
 //! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
 //! - [`Process`]: the guard under all of these: killed on drop, logs kept and
 //!   printed when a test fails.
@@ -62,6 +64,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod python;
+pub mod raw_grpc;
 pub mod scratch;
 pub mod tally;
 pub mod wait;
@@ -74,6 +77,7 @@ pub use load::{Load, LoadLimits};
 pub use process::Process;
 pub use proxy::{Proxy, ProxyOptions};
 pub use python::{PythonClient, PythonSummary};
+pub use raw_grpc::{RawGrpc, RawResponse};
 pub use scratch::ScratchDir;
 pub use tally::{Tally, unary_calls, unary_calls_concurrently};
 pub use wait::wait_until;

@@ -263,3 +263,39 @@ fn read_lines(
     }
     // Dropping `count` closes the channel: waiters learn that stdout ended.
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_awaited_and_the_child_dies_with_its_guard() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo first; echo ready; exec sleep 600"]);
+        let process = Process::spawn("sh", command).expect("spawns");
+        let line = process
+            .wait_for_line("`ready`", Duration::from_secs(10), |l| l == "ready")
+            .await
+            .expect("ready");
+        assert_eq!(line, "ready");
+        assert_eq!(process.lines(), ["first", "ready"]);
+        let proc_dir = PathBuf::from(format!("/proc/{}", process.pid()));
+        assert!(proc_dir.exists());
+        drop(process);
+        assert!(!proc_dir.exists(), "killed and reaped on drop");
+    }
+
+    #[tokio::test]
+    async fn an_exit_without_the_line_fails_at_once() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo nothing useful; echo oops >&2"]);
+        let process = Process::spawn("sh", command).expect("spawns");
+        let err = process
+            .wait_for_line("`ready`", Duration::from_secs(60), |l| l == "ready")
+            .await
+            .expect_err("no such line");
+        let message = format!("{err:#}");
+        assert!(message.contains("closed its stdout"), "{message}");
+        assert!(message.contains("oops"), "stderr is shown: {message}");
+    }
+}

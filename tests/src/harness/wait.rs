@@ -33,3 +33,30 @@ where
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn returns_the_value_once_the_condition_holds() {
+        let mut probes = 0;
+        let value = wait_until("the third probe", Duration::from_secs(10), || {
+            probes += 1;
+            std::future::ready((probes == 3).then_some(probes))
+        })
+        .await
+        .expect("holds");
+        assert_eq!(value, 3);
+    }
+
+    #[tokio::test]
+    async fn fails_naming_the_condition_when_the_bound_runs_out() {
+        let err = wait_until("never", Duration::from_millis(50), || {
+            std::future::ready(None::<()>)
+        })
+        .await
+        .expect_err("bound");
+        assert!(err.to_string().contains("waiting for never"), "{err}");
+    }
+}
