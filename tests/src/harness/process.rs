@@ -192,7 +192,7 @@ impl Process {
         let stderr_lines: Vec<&str> = stderr.lines().collect();
         let stderr_tail = stderr_lines[stderr_lines.len().saturating_sub(TAIL_LINES)..].join("\n");
         format!(
-            "--- {name} stdout (tail) ---\n{stdout_tail}\n--- {name} stderr (tail) ---\n{stderr_tail}\n--- logs: {dir} ---",
+            "--- {name} stdout (tail) ---\n{stdout_tail}\n--- {name} stderr (tail) ---\n{stderr_tail}\n--- full logs in {dir} (kept if the test panics) ---",
             name = self.name,
             dir = self.dir.path().display()
         )
