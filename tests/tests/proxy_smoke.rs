@@ -32,7 +32,7 @@ fn service(backends: &[Backend]) -> ServiceEndpoints {
 }
 
 #[tokio::test]
-#[ignore = "needs the sidelb-proxy binary"]
+
 async fn one_connection_reaches_every_backend_and_new_ones() {
     let mut pods = backends(&["a", "b", "c"]).await;
     let mut echo = service(&pods);
@@ -62,7 +62,7 @@ async fn one_connection_reaches_every_backend_and_new_ones() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sidelb-proxy binary"]
+
 async fn the_authority_listener_routes_by_authority() {
     let pods = backends(&["a", "b"]).await;
     let file = EndpointsFile::create(&[service(&pods)]).expect("file");
@@ -78,7 +78,7 @@ async fn the_authority_listener_routes_by_authority() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sidelb-proxy binary"]
+
 async fn a_python_app_on_one_channel_is_balanced() {
     let pods = backends(&["a", "b", "c"]).await;
     let file = EndpointsFile::create(&[service(&pods)]).expect("file");
