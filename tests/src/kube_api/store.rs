@@ -282,10 +282,13 @@ impl Store {
         resource_version < self.lock().compacted
     }
 
-    /// Forgets the history, as an etcd compaction at the current revision does.
+    /// Forgets the history, as a kube-apiserver restart does: its new watch cache starts
+    /// after writes of its own (leases and the like), so every resourceVersion a client
+    /// holds is now too old to watch from. One such write is counted here.
     pub fn compact(&self) {
         let mut inner = self.lock();
         inner.history.clear();
+        inner.resource_version += 1;
         inner.compacted = inner.resource_version;
     }
 
