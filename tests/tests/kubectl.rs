@@ -57,7 +57,11 @@ spec:
 "#;
 
 fn kubectl_present() -> bool {
-    Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success())
+    Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A scratch directory for manifests and kubectl's discovery cache.
@@ -65,7 +69,11 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("sidelb-kubectl-test-{}-{}", std::process::id(), fastrand::u32(..)));
+        let dir = std::env::temp_dir().join(format!(
+            "sidelb-kubectl-test-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Self(dir)
     }
@@ -91,7 +99,12 @@ struct Kubectl<'a> {
 impl Kubectl<'_> {
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("kubectl");
-        command.arg("--kubeconfig").arg(self.kubeconfig).arg("--cache-dir").arg(&self.cache).args(args);
+        command
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args);
         command.env_remove("KUBECONFIG");
         command
     }
@@ -104,14 +117,21 @@ impl Kubectl<'_> {
     fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "kubectl {args:?} failed: {}{stdout}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         stdout
     }
 
     /// Runs kubectl expecting failure; returns stderr.
     fn fails(&self, args: &[&str]) -> String {
         let output = self.run(args);
-        assert!(!output.status.success(), "kubectl {args:?} should have failed");
+        assert!(
+            !output.status.success(),
+            "kubectl {args:?} should have failed"
+        );
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
@@ -130,11 +150,18 @@ struct Watch {
 
 impl Watch {
     fn start(kubectl: &Kubectl<'_>, args: &[&str]) -> Self {
-        let mut child = kubectl.command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("kubectl watch starts");
+        let mut child = kubectl
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl watch starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, objects) = mpsc::channel();
         std::thread::spawn(move || {
-            for value in serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>() {
+            for value in
+                serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>()
+            {
                 let Ok(value) = value else { break };
                 if tx.send(value).is_err() {
                     break;
@@ -172,44 +199,103 @@ fn kubectl_works_against_the_fake_server() {
     }
     let server = FakeApiServer::start().expect("server starts");
     let scratch = Scratch::new();
-    let kubectl = Kubectl { kubeconfig: server.kubeconfig_path(), cache: scratch.0.join("cache") };
+    let kubectl = Kubectl {
+        kubeconfig: server.kubeconfig_path(),
+        cache: scratch.0.join("cache"),
+    };
     let manifests = scratch.file("app.yaml", MANIFESTS);
     let manifests = manifests.to_str().expect("utf-8 path");
 
     let created = kubectl.ok(&["create", "--validate=false", "-f", manifests]);
     assert_eq!(
         created.lines().collect::<Vec<_>>(),
-        ["namespace/shop created", "service/greeter created", "endpointslice.discovery.k8s.io/greeter-abc created"]
+        [
+            "namespace/shop created",
+            "service/greeter created",
+            "endpointslice.discovery.k8s.io/greeter-abc created"
+        ]
     );
     let again = kubectl.fails(&["create", "--validate=false", "-f", manifests]);
-    assert!(again.contains("Error from server (AlreadyExists): error when creating"), "{again}");
-    assert!(again.contains("services \"greeter\" already exists"), "{again}");
+    assert!(
+        again.contains("Error from server (AlreadyExists): error when creating"),
+        "{again}"
+    );
+    assert!(
+        again.contains("services \"greeter\" already exists"),
+        "{again}"
+    );
 
     let service = kubectl.json(&["get", "svc", "greeter", "-n", "shop"]);
     assert_eq!(service["kind"], "Service");
     assert_eq!(service["spec"]["type"], "ClusterIP");
-    assert!(service["spec"]["clusterIP"].as_str().is_some_and(|ip| ip.starts_with("10.96.")));
+    assert!(
+        service["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.96."))
+    );
     assert!(service["metadata"]["uid"].is_string());
-    let slices = kubectl.json(&["get", "endpointslices", "-n", "shop", "-l", "kubernetes.io/service-name=greeter"]);
+    let slices = kubectl.json(&[
+        "get",
+        "endpointslices",
+        "-n",
+        "shop",
+        "-l",
+        "kubernetes.io/service-name=greeter",
+    ]);
     assert_eq!(slices["items"].as_array().map(Vec::len), Some(1));
 
     let table = kubectl.ok(&["get", "svc", "-n", "shop"]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    assert_eq!(header, ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
     let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
     assert_eq!(&row[..2], ["greeter", "ClusterIP"]);
     assert_eq!(row[4], "50051/TCP");
     let slice_table = kubectl.ok(&["get", "endpointslices", "-n", "shop"]);
-    assert!(slice_table.contains("greeter-abc") && slice_table.contains("10.0.0.1"), "{slice_table}");
+    assert!(
+        slice_table.contains("greeter-abc") && slice_table.contains("10.0.0.1"),
+        "{slice_table}"
+    );
     let namespaces = kubectl.ok(&["get", "ns", "--show-labels"]);
-    assert!(namespaces.lines().any(|l| l.starts_with("shop ") && l.contains("Active") && l.contains("team=orders")), "{namespaces}");
+    assert!(
+        namespaces
+            .lines()
+            .any(|l| l.starts_with("shop ") && l.contains("Active") && l.contains("team=orders")),
+        "{namespaces}"
+    );
 
-    let watch = Watch::start(&kubectl, &["get", "endpointslices", "-n", "shop", "-w", "-o", "json"]);
-    watch.wait_for("the existing slice", |o| o["metadata"]["name"] == "greeter-abc");
-    assert!(server.wait_until(WAIT, |s| s.open_watches("endpointslices") >= 1), "kubectl opened a watch");
-    kubectl.ok(&["label", "endpointslice", "greeter-abc", "-n", "shop", "phase=two"]);
-    let changed = watch.wait_for("the label added afterwards", |o| o["metadata"]["labels"]["phase"] == "two");
+    let watch = Watch::start(
+        &kubectl,
+        &["get", "endpointslices", "-n", "shop", "-w", "-o", "json"],
+    );
+    watch.wait_for("the existing slice", |o| {
+        o["metadata"]["name"] == "greeter-abc"
+    });
+    assert!(
+        server.wait_until(WAIT, |s| s.open_watches("endpointslices") >= 1),
+        "kubectl opened a watch"
+    );
+    kubectl.ok(&[
+        "label",
+        "endpointslice",
+        "greeter-abc",
+        "-n",
+        "shop",
+        "phase=two",
+    ]);
+    let changed = watch.wait_for("the label added afterwards", |o| {
+        o["metadata"]["labels"]["phase"] == "two"
+    });
     assert_eq!(changed["kind"], "EndpointSlice");
     drop(watch);
 
@@ -217,19 +303,53 @@ fn kubectl_works_against_the_fake_server() {
     let service_v2 = service_v2.to_str().expect("utf-8 path");
     let applied = kubectl.ok(&["apply", "--validate=false", "-f", service_v2]);
     assert_eq!(applied.trim(), "service/greeter configured");
-    assert_eq!(kubectl.ok(&["apply", "--validate=false", "-f", service_v2]).trim(), "service/greeter unchanged");
+    assert_eq!(
+        kubectl
+            .ok(&["apply", "--validate=false", "-f", service_v2])
+            .trim(),
+        "service/greeter unchanged"
+    );
     let service = kubectl.json(&["get", "svc", "greeter", "-n", "shop"]);
     assert_eq!(service["metadata"]["labels"]["version"], "v2");
-    assert!(service["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
+    assert!(
+        service["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
 
-    assert_eq!(kubectl.ok(&["label", "svc", "greeter", "-n", "shop", "tier=backend"]).trim(), "service/greeter labeled");
-    assert_eq!(kubectl.ok(&["label", "svc", "greeter", "-n", "shop", "tier-"]).trim(), "service/greeter unlabeled");
-    let labels = kubectl.json(&["get", "svc", "greeter", "-n", "shop"])["metadata"]["labels"].clone();
+    assert_eq!(
+        kubectl
+            .ok(&["label", "svc", "greeter", "-n", "shop", "tier=backend"])
+            .trim(),
+        "service/greeter labeled"
+    );
+    assert_eq!(
+        kubectl
+            .ok(&["label", "svc", "greeter", "-n", "shop", "tier-"])
+            .trim(),
+        "service/greeter unlabeled"
+    );
+    let labels =
+        kubectl.json(&["get", "svc", "greeter", "-n", "shop"])["metadata"]["labels"].clone();
     assert!(labels.get("tier").is_none());
 
-    assert_eq!(kubectl.ok(&["delete", "svc", "greeter", "-n", "shop"]).trim(), "service \"greeter\" deleted");
+    assert_eq!(
+        kubectl
+            .ok(&["delete", "svc", "greeter", "-n", "shop"])
+            .trim(),
+        "service \"greeter\" deleted"
+    );
     let missing = kubectl.fails(&["get", "svc", "greeter", "-n", "shop"]);
-    assert_eq!(missing.trim(), "Error from server (NotFound): services \"greeter\" not found");
-    assert_eq!(kubectl.ok(&["delete", "namespace", "shop"]).trim(), "namespace \"shop\" deleted");
-    assert!(kubectl.json(&["get", "endpointslices", "-A"])["items"].as_array().is_some_and(Vec::is_empty));
+    assert_eq!(
+        missing.trim(),
+        "Error from server (NotFound): services \"greeter\" not found"
+    );
+    assert_eq!(
+        kubectl.ok(&["delete", "namespace", "shop"]).trim(),
+        "namespace \"shop\" deleted"
+    );
+    assert!(
+        kubectl.json(&["get", "endpointslices", "-A"])["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
 }

@@ -42,7 +42,9 @@ fn main() -> anyhow::Result<()> {
     let server = builder.start()?;
     println!("{}", server.kubeconfig_path().display());
     eprintln!("fake-apiserver listening on {}", server.url());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

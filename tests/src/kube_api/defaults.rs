@@ -27,7 +27,10 @@ fn object_at<'a>(object: &'a mut Value, pointer: &str) -> Option<&'a mut Map<Str
     object.pointer_mut(pointer).and_then(Value::as_object_mut)
 }
 
-fn each_in<'a>(object: &'a mut Value, pointer: &str) -> impl Iterator<Item = &'a mut Map<String, Value>> {
+fn each_in<'a>(
+    object: &'a mut Value,
+    pointer: &str,
+) -> impl Iterator<Item = &'a mut Map<String, Value>> {
     object
         .pointer_mut(pointer)
         .and_then(Value::as_array_mut)
@@ -51,13 +54,17 @@ pub fn apply_scheme_defaults(resource: &ResourceType, object: &mut Value) {
                 set_default(root, "spec", json!({ "finalizers": ["kubernetes"] }));
             }
         }
-        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => default_webhooks(object, resource.kind),
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+            default_webhooks(object, resource.kind)
+        }
         _ => {}
     }
 }
 
 fn default_service(object: &mut Value) {
-    let Some(spec) = object_at(object, "/spec") else { return };
+    let Some(spec) = object_at(object, "/spec") else {
+        return;
+    };
     set_default(spec, "type", json!("ClusterIP"));
     set_default(spec, "sessionAffinity", json!("None"));
     if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
@@ -72,7 +79,9 @@ fn default_service(object: &mut Value) {
 }
 
 fn default_pod_spec(object: &mut Value, spec_pointer: &str) {
-    let Some(spec) = object_at(object, spec_pointer) else { return };
+    let Some(spec) = object_at(object, spec_pointer) else {
+        return;
+    };
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
@@ -81,12 +90,24 @@ fn default_pod_spec(object: &mut Value, spec_pointer: &str) {
     set_default(spec, "enableServiceLinks", json!(true));
     for list in ["containers", "initContainers"] {
         for container in each_in(object, &format!("{spec_pointer}/{list}")) {
-            set_default(container, "terminationMessagePath", json!("/dev/termination-log"));
+            set_default(
+                container,
+                "terminationMessagePath",
+                json!("/dev/termination-log"),
+            );
             set_default(container, "terminationMessagePolicy", json!("File"));
             set_default(container, "resources", json!({}));
             let image = container.get("image").and_then(Value::as_str).unwrap_or("");
-            let tag = image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, t)| t);
-            let policy = if image.contains('@') || tag.is_some_and(|t| t != "latest") { "IfNotPresent" } else { "Always" };
+            let tag = image
+                .rsplit('/')
+                .next()
+                .and_then(|last| last.split_once(':'))
+                .map(|(_, t)| t);
+            let policy = if image.contains('@') || tag.is_some_and(|t| t != "latest") {
+                "IfNotPresent"
+            } else {
+                "Always"
+            };
             set_default(container, "imagePullPolicy", json!(policy));
             if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
                 for port in ports.iter_mut().filter_map(Value::as_object_mut) {
@@ -107,7 +128,11 @@ fn default_webhooks(object: &mut Value, kind: &str) {
         if kind == "MutatingWebhookConfiguration" {
             set_default(hook, "reinvocationPolicy", json!("Never"));
         }
-        if let Some(service) = hook.get_mut("clientConfig").and_then(|c| c.get_mut("service")).and_then(Value::as_object_mut) {
+        if let Some(service) = hook
+            .get_mut("clientConfig")
+            .and_then(|c| c.get_mut("service"))
+            .and_then(Value::as_object_mut)
+        {
             set_default(service, "port", json!(443));
         }
         if let Some(rules) = hook.get_mut("rules").and_then(Value::as_array_mut) {
@@ -134,7 +159,10 @@ pub fn prepare_for_create(resource: &ResourceType, object: &mut Value, ips: &Clu
     let name = meta::name(object).to_string();
     let metadata = meta::metadata_mut(object);
     if name.is_empty()
-        && let Some(prefix) = metadata.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty())
+        && let Some(prefix) = metadata
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
     {
         let generated = format!("{prefix}{}", meta::name_suffix());
         metadata.insert("name".into(), json!(generated));
@@ -176,7 +204,9 @@ fn label_namespace(object: &mut Value) {
 }
 
 fn allocate_cluster_ip(object: &mut Value, ips: &ClusterIps) {
-    let Some(spec) = object_at(object, "/spec") else { return };
+    let Some(spec) = object_at(object, "/spec") else {
+        return;
+    };
     if spec.get("type").and_then(Value::as_str) == Some("ExternalName") {
         return;
     }
@@ -192,7 +222,13 @@ fn allocate_cluster_ip(object: &mut Value, ips: &ClusterIps) {
 
 /// Carries the server-owned fields of `old` into an update of it.
 pub fn prepare_for_update(resource: &ResourceType, new: &mut Value, old: &Value) {
-    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         let value = old.pointer(&format!("/metadata/{field}")).cloned();
         let metadata = meta::metadata_mut(new);
         match value {
@@ -209,7 +245,11 @@ pub fn prepare_for_update(resource: &ResourceType, new: &mut Value, old: &Value)
         };
     }
     if resource.tracks_generation && spec_changed(new, old) {
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         meta::metadata_mut(new).insert("generation".into(), json!(generation));
     }
     match resource.kind {
@@ -232,7 +272,9 @@ fn spec_changed(new: &Value, old: &Value) -> bool {
 }
 
 fn keep_cluster_ip(new: &mut Value, old: &Value) {
-    let Some(spec) = object_at(new, "/spec") else { return };
+    let Some(spec) = object_at(new, "/spec") else {
+        return;
+    };
     for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
         if let Some(value) = old.pointer(&format!("/spec/{field}")) {
             set_default(spec, field, value.clone());
@@ -246,15 +288,22 @@ fn keep_cluster_ip(new: &mut Value, old: &Value) {
 /// changed the pod.
 pub fn service_account_admission(pod: &mut Value) -> bool {
     let before = pod.clone();
-    let Some(spec) = object_at(pod, "/spec") else { return false };
+    let Some(spec) = object_at(pod, "/spec") else {
+        return false;
+    };
     set_default(spec, "serviceAccountName", json!("default"));
     if spec.get("automountServiceAccountToken") == Some(&json!(false)) {
         return *pod != before;
     }
     let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
-    let Some(volumes) = volumes.as_array_mut() else { return *pod != before };
+    let Some(volumes) = volumes.as_array_mut() else {
+        return *pod != before;
+    };
     let existing = volumes.iter().find_map(|v| {
-        v.get("name").and_then(Value::as_str).filter(|n| n.starts_with(TOKEN_VOLUME_PREFIX)).map(str::to_string)
+        v.get("name")
+            .and_then(Value::as_str)
+            .filter(|n| n.starts_with(TOKEN_VOLUME_PREFIX))
+            .map(str::to_string)
     });
     let volume_name = match existing {
         Some(name) => name,
@@ -267,10 +316,16 @@ pub fn service_account_admission(pod: &mut Value) -> bool {
     for list in ["initContainers", "containers"] {
         for container in each_in(pod, &format!("/spec/{list}")) {
             let mounts = container.entry("volumeMounts").or_insert_with(|| json!([]));
-            let Some(mounts) = mounts.as_array_mut() else { continue };
-            let mounted = mounts.iter().any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH));
+            let Some(mounts) = mounts.as_array_mut() else {
+                continue;
+            };
+            let mounted = mounts
+                .iter()
+                .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH));
             if !mounted {
-                mounts.push(json!({ "name": volume_name, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH }));
+                mounts.push(
+                    json!({ "name": volume_name, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH }),
+                );
             }
         }
     }
@@ -302,21 +357,38 @@ mod tests {
         let once = pod.clone();
         assert!(!service_account_admission(&mut pod));
         assert_eq!(pod, once);
-        assert_eq!(pod.pointer("/spec/containers/0/volumeMounts/0/mountPath"), Some(&json!(TOKEN_MOUNT_PATH)));
+        assert_eq!(
+            pod.pointer("/spec/containers/0/volumeMounts/0/mountPath"),
+            Some(&json!(TOKEN_MOUNT_PATH))
+        );
         pod["spec"]["initContainers"] = json!([ { "name": "sidecar", "image": "y" } ]);
         assert!(service_account_admission(&mut pod));
-        assert_eq!(pod.pointer("/spec/volumes").and_then(Value::as_array).map(Vec::len), Some(1));
-        assert!(pod.pointer("/spec/initContainers/0/volumeMounts/0").is_some());
+        assert_eq!(
+            pod.pointer("/spec/volumes")
+                .and_then(Value::as_array)
+                .map(Vec::len),
+            Some(1)
+        );
+        assert!(
+            pod.pointer("/spec/initContainers/0/volumeMounts/0")
+                .is_some()
+        );
     }
 
     #[test]
     fn services_get_defaults_and_an_ip() {
         let rt = crate::kube_api::resources::by_kind("v1", "Service").unwrap();
-        let mut svc = json!({ "metadata": { "name": "a" }, "spec": { "ports": [ { "port": 80 } ] } });
+        let mut svc =
+            json!({ "metadata": { "name": "a" }, "spec": { "ports": [ { "port": 80 } ] } });
         apply_scheme_defaults(rt, &mut svc);
         prepare_for_create(rt, &mut svc, &ClusterIps::default());
         assert_eq!(svc["spec"]["type"], "ClusterIP");
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
-        assert!(svc["spec"]["clusterIP"].as_str().unwrap().starts_with("10.96."));
+        assert!(
+            svc["spec"]["clusterIP"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.96.")
+        );
     }
 }

@@ -41,7 +41,9 @@ fn group_object(group: &str, version: &str) -> Value {
 }
 
 fn named_groups() -> impl Iterator<Item = (&'static str, &'static str)> {
-    resources::group_versions().into_iter().filter(|(g, _)| !g.is_empty())
+    resources::group_versions()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
 }
 
 pub fn groups() -> Value {
@@ -57,8 +59,13 @@ pub fn group(name: &str) -> Option<Value> {
     Some(group)
 }
 
-fn in_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceType> + 'a {
-    resources::RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
+fn in_group_version<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static ResourceType> + 'a {
+    resources::RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 fn subresources(r: &ResourceType) -> Vec<(&'static str, &'static [&'static str])> {
@@ -99,7 +106,11 @@ pub fn resource_list(group: &str, version: &str) -> Value {
             }));
         }
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": list })
 }
 
@@ -151,4 +162,5 @@ pub fn aggregated(core: bool) -> Value {
     })
 }
 
-pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";

@@ -21,15 +21,26 @@ use super::status::ApiError;
 
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
-pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
-    Ok(serve(&shared, request).await.unwrap_or_else(|err| response::error(&err)))
+pub async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    Ok(serve(&shared, request)
+        .await
+        .unwrap_or_else(|err| response::error(&err)))
 }
 
 fn accept(parts: &Parts) -> Option<&str> {
-    parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+    parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
 }
 
-async fn serve(shared: &Arc<Shared>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn serve(
+    shared: &Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
     let route = request::route(parts.uri.path());
     let query = Query::parse(parts.uri.query());
@@ -40,29 +51,46 @@ async fn serve(shared: &Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     }
     authenticate(shared, &parts)?;
     if shared.faults.pass().await == Mode::Fail {
-        return Err(ApiError::internal("injected fault: the fake API server fails every request"));
+        return Err(ApiError::internal(
+            "injected fault: the fake API server fails every request",
+        ));
     }
     let ok = |value: &serde_json::Value| Ok(response::json(StatusCode::OK, value));
     match route {
         Route::Version => ok(&discovery::version()),
         Route::CoreGroup | Route::Groups => {
             let core = matches!(route, Route::CoreGroup);
-            if request::negotiate(accept(&parts), Offer::DiscoveryRoot)? == Output::AggregatedDiscovery {
+            if request::negotiate(accept(&parts), Offer::DiscoveryRoot)?
+                == Output::AggregatedDiscovery
+            {
                 let body = discovery::aggregated(core);
-                return Ok(response::json_as(StatusCode::OK, &body, discovery::AGGREGATED_CONTENT_TYPE));
+                return Ok(response::json_as(
+                    StatusCode::OK,
+                    &body,
+                    discovery::AGGREGATED_CONTENT_TYPE,
+                ));
             }
             if core {
-                let address = shared.server_address.lock().map(|a| a.clone()).unwrap_or_default();
+                let address = shared
+                    .server_address
+                    .lock()
+                    .map(|a| a.clone())
+                    .unwrap_or_default();
                 ok(&discovery::core_versions(&address))
             } else {
                 ok(&discovery::groups())
             }
         }
         Route::CoreResources => ok(&discovery::resource_list("", "v1")),
-        Route::Group(group) => discovery::group(&group).map_or_else(|| Err(ApiError::no_such_resource()), |g| ok(&g)),
+        Route::Group(group) => {
+            discovery::group(&group).map_or_else(|| Err(ApiError::no_such_resource()), |g| ok(&g))
+        }
         Route::GroupResources(group, version) => ok(&discovery::resource_list(&group, &version)),
         Route::NoSuchResource => Err(ApiError::no_such_resource()),
-        Route::NotFound | Route::Health | Route::Fake(_) => Ok(response::text(StatusCode::NOT_FOUND, "404 page not found\n")),
+        Route::NotFound | Route::Health | Route::Fake(_) => Ok(response::text(
+            StatusCode::NOT_FOUND,
+            "404 page not found\n",
+        )),
         Route::Resource(path) => resource(shared, &path, &query, parts, body).await,
     }
 }
@@ -76,7 +104,11 @@ fn authenticate(shared: &Shared, parts: &Parts) -> Result<(), ApiError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if presented == Some(token.as_str()) { Ok(()) } else { Err(ApiError::unauthorized()) }
+    if presented == Some(token.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
 }
 
 fn verb(method: &Method, path: &ResourcePath, query: &Query) -> Result<&'static str, ApiError> {
@@ -106,7 +138,13 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     }
 }
 
-async fn resource(shared: &Arc<Shared>, path: &ResourcePath, query: &Query, parts: Parts, body: Incoming) -> Result<Response<Body>, ApiError> {
+async fn resource(
+    shared: &Arc<Shared>,
+    path: &ResourcePath,
+    query: &Query,
+    parts: Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
     let verb = verb(&parts.method, path, query)?;
     let resource = path.resource;
     shared.stats.count(resource.plural, verb);
@@ -159,7 +197,11 @@ fn control(shared: &Shared, command: &str, query: &Query) -> Result<Response<Bod
                 "fail" => Mode::Fail,
                 "hang" => Mode::Hang,
                 "normal" => Mode::Normal,
-                other => return Err(ApiError::bad_request(format!("unknown fault mode {other:?}; use normal, fail or hang"))),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown fault mode {other:?}; use normal, fail or hang"
+                    )));
+                }
             };
             shared.faults.set_mode(mode);
         }
@@ -167,7 +209,15 @@ fn control(shared: &Shared, command: &str, query: &Query) -> Result<Response<Bod
         "allow" => shared.faults.allow(group, resource),
         "clear" => shared.faults.clear(),
         "stats" => return Ok(response::json(StatusCode::OK, &shared.stats.snapshot())),
-        _ => return Ok(response::text(StatusCode::NOT_FOUND, "404 page not found\n")),
+        _ => {
+            return Ok(response::text(
+                StatusCode::NOT_FOUND,
+                "404 page not found\n",
+            ));
+        }
     }
-    Ok(response::json(StatusCode::OK, &json!({ "ok": true, "resourceVersion": shared.store.resource_version().to_string() })))
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "ok": true, "resourceVersion": shared.store.resource_version().to_string() }),
+    ))
 }

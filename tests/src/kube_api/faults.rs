@@ -33,7 +33,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Default for Faults {
     fn default() -> Self {
-        Self { mode: watch::channel(Mode::Normal).0, forbidden: Mutex::default() }
+        Self {
+            mode: watch::channel(Mode::Normal).0,
+            forbidden: Mutex::default(),
+        }
     }
 }
 
@@ -97,16 +100,24 @@ impl Drop for OpenWatch {
 
 impl Stats {
     pub fn count(&self, resource: &str, verb: &str) {
-        *lock(&self.requests).entry((resource.to_string(), verb.to_string())).or_default() += 1;
+        *lock(&self.requests)
+            .entry((resource.to_string(), verb.to_string()))
+            .or_default() += 1;
     }
 
     pub fn requests(&self, resource: &str, verb: &str) -> u64 {
-        lock(&self.requests).get(&(resource.to_string(), verb.to_string())).copied().unwrap_or(0)
+        lock(&self.requests)
+            .get(&(resource.to_string(), verb.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn watch_opened(&self, resource: &str) -> OpenWatch {
         *lock(&self.watches).entry(resource.to_string()).or_default() += 1;
-        OpenWatch { resource: resource.to_string(), watches: self.watches.clone() }
+        OpenWatch {
+            resource: resource.to_string(),
+            watches: self.watches.clone(),
+        }
     }
 
     pub fn open_watches(&self, resource: &str) -> usize {
@@ -119,8 +130,10 @@ impl Stats {
             .iter()
             .map(|((r, v), n)| (format!("{r} {v}"), (*n).into()))
             .collect();
-        let watches: serde_json::Map<String, serde_json::Value> =
-            lock(&self.watches).iter().map(|(r, n)| (r.clone(), (*n).into())).collect();
+        let watches: serde_json::Map<String, serde_json::Value> = lock(&self.watches)
+            .iter()
+            .map(|(r, n)| (r.clone(), (*n).into()))
+            .collect();
         serde_json::json!({ "requests": requests, "openWatches": watches })
     }
 }

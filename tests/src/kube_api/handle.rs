@@ -140,7 +140,11 @@ struct Serving {
 fn temp_dir() -> std::io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("sidelb-fake-apiserver-{}-{n}-{}", std::process::id(), fastrand::u32(..)));
+    let dir = std::env::temp_dir().join(format!(
+        "sidelb-fake-apiserver-{}-{n}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -174,19 +178,24 @@ impl FakeApiServer {
 
         let (handle_tx, handle_rx) = mpsc::channel();
         let (exit, exit_rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("fake-apiserver".into()).spawn(move || {
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => {
-                    let _ = handle_tx.send(Some(runtime.handle().clone()));
-                    runtime.block_on(async move {
-                        let _ = exit_rx.await;
-                    });
+        let thread = std::thread::Builder::new()
+            .name("fake-apiserver".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => {
+                        let _ = handle_tx.send(Some(runtime.handle().clone()));
+                        runtime.block_on(async move {
+                            let _ = exit_rx.await;
+                        });
+                    }
+                    Err(_) => {
+                        let _ = handle_tx.send(None);
+                    }
                 }
-                Err(_) => {
-                    let _ = handle_tx.send(None);
-                }
-            }
-        })?;
+            })?;
         let runtime = handle_rx.recv().ok().flatten().ok_or(StartError::Thread)?;
 
         let (tls, ca_pem) = if builder.tls {
@@ -220,7 +229,12 @@ impl FakeApiServer {
         if let Ok(mut address) = server.shared.server_address.lock() {
             *address = server.addr.to_string();
         }
-        kubeconfig::write(&server.kubeconfig, &server.url(), server.ca_pem.as_deref(), builder.token.as_deref())?;
+        kubeconfig::write(
+            &server.kubeconfig,
+            &server.url(),
+            server.ca_pem.as_deref(),
+            builder.token.as_deref(),
+        )?;
         Ok(server)
     }
 
@@ -291,20 +305,52 @@ impl FakeApiServer {
     }
 
     /// Applies a JSON merge patch to a stored object.
-    pub fn patch(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str, merge_patch: &Value) -> Result<Value, ApiError> {
+    pub fn patch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        merge_patch: &Value,
+    ) -> Result<Value, ApiError> {
         let resource = Self::resource(api_version, kind)?;
-        crud::merge_patch_direct(&self.shared, resource, Self::namespace(resource, namespace), name, merge_patch)
+        crud::merge_patch_direct(
+            &self.shared,
+            resource,
+            Self::namespace(resource, namespace),
+            name,
+            merge_patch,
+        )
     }
 
     /// Deletes an object (only marks it, if it has finalizers).
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let resource = Self::resource(api_version, kind)?;
-        crud::delete_direct(&self.shared, resource, Self::namespace(resource, namespace), name)
+        crud::delete_direct(
+            &self.shared,
+            resource,
+            Self::namespace(resource, namespace),
+            name,
+        )
     }
 
-    pub fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
         let resource = Self::resource(api_version, kind).ok()?;
-        self.shared.store.get(resource, Self::namespace(resource, namespace), name)
+        self.shared
+            .store
+            .get(resource, Self::namespace(resource, namespace), name)
     }
 
     /// Objects of a kind, in one namespace or (with `None`) all.
@@ -316,8 +362,11 @@ impl FakeApiServer {
     }
 
     fn resource(api_version: &str, kind: &str) -> Result<&'static ResourceType, ApiError> {
-        resources::by_kind(api_version, kind)
-            .ok_or_else(|| ApiError::bad_request(format!("no kind {kind:?} is registered for version {api_version:?}")))
+        resources::by_kind(api_version, kind).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "no kind {kind:?} is registered for version {api_version:?}"
+            ))
+        })
     }
 
     fn namespace<'a>(resource: &ResourceType, namespace: Option<&'a str>) -> &'a str {
@@ -427,7 +476,11 @@ impl FakeApiServer {
         }
     }
 
-    pub async fn wait_until_async(&self, timeout: Duration, condition: impl Fn(&Self) -> bool) -> bool {
+    pub async fn wait_until_async(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&Self) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if condition(self) {

@@ -28,7 +28,12 @@ pub fn render(server_url: &str, ca_pem: Option<&str>, token: Option<&str>) -> St
     serde_yaml::to_string(&config).unwrap_or_default()
 }
 
-pub fn write(path: &Path, server_url: &str, ca_pem: Option<&str>, token: Option<&str>) -> std::io::Result<()> {
+pub fn write(
+    path: &Path,
+    server_url: &str,
+    ca_pem: Option<&str>,
+    token: Option<&str>,
+) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

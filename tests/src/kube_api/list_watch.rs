@@ -62,10 +62,19 @@ fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
 }
 
 fn object_key(object: &Value) -> String {
-    format!("{}/{}", meta::namespace(object).unwrap_or(""), meta::name(object))
+    format!(
+        "{}/{}",
+        meta::namespace(object).unwrap_or(""),
+        meta::name(object)
+    )
 }
 
-pub fn list(shared: &Shared, path: &ResourcePath, query: &Query, output: Output) -> Result<Response<Body>, ApiError> {
+pub fn list(
+    shared: &Shared,
+    path: &ResourcePath,
+    query: &Query,
+    output: Output,
+) -> Result<Response<Body>, ApiError> {
     let resource = path.resource;
     let selectors = selectors(path, query)?;
     let requested = parse_resource_version(query)?;
@@ -74,7 +83,9 @@ pub fn list(shared: &Shared, path: &ResourcePath, query: &Query, output: Output)
     match requested {
         Some(rv) if rv > current => return Err(ApiError::too_large_resource_version(rv, current)),
         Some(rv) if exact && rv != current => {
-            return Err(ApiError::expired("The resourceVersion for the provided list is too old."));
+            return Err(ApiError::expired(
+                "The resourceVersion for the provided list is too old.",
+            ));
         }
         _ => {}
     }
@@ -97,14 +108,21 @@ pub fn list(shared: &Shared, path: &ResourcePath, query: &Query, output: Output)
         .filter(|o| start.as_ref().is_none_or(|s| object_key(o) > *s))
         .collect();
     let mut list_meta = json!({ "resourceVersion": rv.to_string() });
-    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
     if let Some(limit) = limit
         && matching.len() > limit
     {
         let remaining = matching.len() - limit;
         matching.truncate(limit);
         let last = matching.last().map(object_key).unwrap_or_default();
-        let token = ContinueToken { v: "meta.k8s.io/v1".into(), rv, start: last };
+        let token = ContinueToken {
+            v: "meta.k8s.io/v1".into(),
+            rv,
+            start: last,
+        };
         let token = STANDARD.encode(serde_json::to_vec(&token).unwrap_or_default());
         list_meta["continue"] = json!(token);
         if selectors.is_empty() {
@@ -135,11 +153,18 @@ struct WatchPlan {
     timeout: Duration,
 }
 
-pub fn watch(shared: &Arc<Shared>, path: &ResourcePath, query: &Query, output: Output) -> Result<Response<Body>, ApiError> {
+pub fn watch(
+    shared: &Arc<Shared>,
+    path: &ResourcePath,
+    query: &Query,
+    output: Output,
+) -> Result<Response<Body>, ApiError> {
     let selectors = selectors(path, query)?;
     let send_initial_events = query.flag("sendInitialEvents");
     let bookmarks = query.flag("allowWatchBookmarks");
-    if send_initial_events && (!bookmarks || query.get("resourceVersionMatch") != Some("NotOlderThan")) {
+    if send_initial_events
+        && (!bookmarks || query.get("resourceVersionMatch") != Some("NotOlderThan"))
+    {
         return Err(ApiError::invalid(
             path.resource,
             "",
@@ -154,7 +179,10 @@ pub fn watch(shared: &Arc<Shared>, path: &ResourcePath, query: &Query, output: O
         Some(_) if send_initial_events => None,
         Some(rv) => Some(rv),
     };
-    let timeout = match query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
+    let timeout = match query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+    {
         Some(seconds) if seconds > 0 => Duration::from_secs(seconds),
         _ => Duration::from_secs(1800 + fastrand::u64(0..1800)),
     };
@@ -168,7 +196,10 @@ pub fn watch(shared: &Arc<Shared>, path: &ResourcePath, query: &Query, output: O
         timeout,
     };
     let (tx, response) = response::stream();
-    match shared.store.subscribe(path.resource, path.namespace.as_deref(), since) {
+    match shared
+        .store
+        .subscribe(path.resource, path.namespace.as_deref(), since)
+    {
         Ok(subscription) => {
             let shared = shared.clone();
             tokio::spawn(async move { run_watch(shared, plan, subscription, tx).await });
@@ -184,7 +215,8 @@ pub fn watch(shared: &Arc<Shared>, path: &ResourcePath, query: &Query, output: O
 }
 
 fn event_line(kind: &str, object: Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
+    let mut line =
+        serde_json::to_vec(&json!({ "type": kind, "object": object })).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
@@ -205,7 +237,12 @@ impl Watcher {
                 let rv = meta::resource_version(object).unwrap_or(self.resource_version);
                 let headers = !self.table_headers_sent;
                 self.table_headers_sent = true;
-                table::table(self.plan.resource, std::slice::from_ref(object), rv, headers)
+                table::table(
+                    self.plan.resource,
+                    std::slice::from_ref(object),
+                    rv,
+                    headers,
+                )
             }
             Output::PartialMetadata => table::metadata_only(object),
             _ => object.clone(),
@@ -214,12 +251,19 @@ impl Watcher {
 
     async fn send(&mut self, kind: EventType, object: &Value) -> bool {
         let encoded = self.encode(object);
-        self.tx.send(event_line(kind.as_str(), encoded)).await.is_ok()
+        self.tx
+            .send(event_line(kind.as_str(), encoded))
+            .await
+            .is_ok()
     }
 
     fn in_scope(&self, event: &Event) -> bool {
         event.resource.qualified() == self.plan.resource.qualified()
-            && self.plan.namespace.as_ref().is_none_or(|ns| !event.resource.namespaced || *ns == event.namespace)
+            && self
+                .plan
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| !event.resource.namespaced || *ns == event.namespace)
     }
 
     /// Sends what this watch should see of one change; false once the client is gone.
@@ -258,16 +302,31 @@ impl Watcher {
     }
 }
 
-async fn run_watch(shared: Arc<Shared>, plan: WatchPlan, subscription: Subscription, tx: mpsc::Sender<Bytes>) {
+async fn run_watch(
+    shared: Arc<Shared>,
+    plan: WatchPlan,
+    subscription: Subscription,
+    tx: mpsc::Sender<Bytes>,
+) {
     let _open = shared.stats.watch_opened(plan.resource.plural);
     let mut drops = shared.store.watch_drops();
     drops.borrow_and_update();
-    let Subscription { replay, initial, resource_version, mut live } = subscription;
+    let Subscription {
+        replay,
+        initial,
+        resource_version,
+        mut live,
+    } = subscription;
     let deadline = tokio::time::sleep(plan.timeout);
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(shared.settings.bookmark_interval);
     ticker.tick().await;
-    let mut watcher = Watcher { plan, tx, resource_version: 0, table_headers_sent: false };
+    let mut watcher = Watcher {
+        plan,
+        tx,
+        resource_version: 0,
+        table_headers_sent: false,
+    };
     for object in &initial {
         if watcher.plan.selectors.matches(object) && !watcher.send(EventType::Added, object).await {
             return;

@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value, json};
 
 pub fn name(object: &Value) -> &str {
-    object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+    object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 pub fn namespace(object: &Value) -> Option<&str> {
@@ -46,7 +49,10 @@ pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
 }
 
 pub fn set_resource_version(object: &mut Value, resource_version: u64) {
-    metadata_mut(object).insert("resourceVersion".into(), json!(resource_version.to_string()));
+    metadata_mut(object).insert(
+        "resourceVersion".into(),
+        json!(resource_version.to_string()),
+    );
 }
 
 pub fn now() -> String {
@@ -58,7 +64,9 @@ pub fn age(timestamp: Option<&str>) -> String {
     let Some(then) = timestamp.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) else {
         return "<unknown>".into();
     };
-    let elapsed = SystemTime::now().duration_since(then).unwrap_or(Duration::ZERO);
+    let elapsed = SystemTime::now()
+        .duration_since(then)
+        .unwrap_or(Duration::ZERO);
     human_duration(elapsed)
 }
 
@@ -69,29 +77,52 @@ pub fn human_duration(d: Duration) -> String {
     match secs {
         s if s < 2 * m => format!("{s}s"),
         s if s < 10 * m => {
-            if s % m == 0 { format!("{}m", s / m) } else { format!("{}m{}s", s / m, s % m) }
+            if s % m == 0 {
+                format!("{}m", s / m)
+            } else {
+                format!("{}m{}s", s / m, s % m)
+            }
         }
         s if s < 3 * h => format!("{}m", s / m),
         s if s < 8 * h => {
-            if (s % h) / m == 0 { format!("{}h", s / h) } else { format!("{}h{}m", s / h, (s % h) / m) }
+            if (s % h) / m == 0 {
+                format!("{}h", s / h)
+            } else {
+                format!("{}h{}m", s / h, (s % h) / m)
+            }
         }
         s if s < 2 * day => format!("{}h", s / h),
         s if s < 8 * day => {
-            if (s % day) / h == 0 { format!("{}d", s / day) } else { format!("{}d{}h", s / day, (s % day) / h) }
+            if (s % day) / h == 0 {
+                format!("{}d", s / day)
+            } else {
+                format!("{}d{}h", s / day, (s % day) / h)
+            }
         }
         s => format!("{}d", s / day),
     }
 }
 
 pub fn new_uid() -> String {
-    let hex: String = (0..32).map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0')).collect();
-    format!("{}-{}-4{}-{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[16..20], &hex[20..32])
+    let hex: String = (0..32)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+        .collect();
+    format!(
+        "{}-{}-4{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// The five characters kube-apiserver appends to a `generateName` prefix.
 pub fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// A copy without `kind` and `apiVersion`, as items of a list are sent.
@@ -113,7 +144,10 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(5)), "5s");
         assert_eq!(human_duration(Duration::from_secs(190)), "3m10s");
         assert_eq!(human_duration(Duration::from_secs(7200)), "120m");
-        assert_eq!(human_duration(Duration::from_secs(3 * 86400 + 7200)), "3d2h");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 86400 + 7200)),
+            "3d2h"
+        );
     }
 
     #[test]

@@ -61,10 +61,21 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Result<Value, ApiError> {
 /// on, as the Kubernetes types' `patchMergeKey` tags say; `None` means replace.
 fn merge_key(kind: &str, path: &[String]) -> Option<&'static str> {
     let last = path.last()?.as_str();
-    let parent = path.len().checked_sub(2).and_then(|i| path.get(i)).map(String::as_str);
-    let in_container = matches!(parent, Some("containers" | "initContainers" | "ephemeralContainers"));
+    let parent = path
+        .len()
+        .checked_sub(2)
+        .and_then(|i| path.get(i))
+        .map(String::as_str);
+    let in_container = matches!(
+        parent,
+        Some("containers" | "initContainers" | "ephemeralContainers")
+    );
     match last {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "imagePullSecrets" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets" => Some("name"),
         "env" if in_container => Some("name"),
         "volumeMounts" | "volumeDevices" if in_container => Some("mountPath"),
         "ports" if in_container => Some("containerPort"),
@@ -99,7 +110,12 @@ fn merge_value(target: &Value, patch: &Value, kind: &str, path: &mut Vec<String>
     }
 }
 
-fn merge_map(target: &Map<String, Value>, patch: &Map<String, Value>, kind: &str, path: &mut Vec<String>) -> Map<String, Value> {
+fn merge_map(
+    target: &Map<String, Value>,
+    patch: &Map<String, Value>,
+    kind: &str,
+    path: &mut Vec<String>,
+) -> Map<String, Value> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
             let mut replaced = patch.clone();
@@ -126,7 +142,9 @@ fn merge_map(target: &Map<String, Value>, patch: &Map<String, Value>, kind: &str
         }
         path.push(key.clone());
         let merged = match (out.get(key), value) {
-            (Some(Value::Array(current)), Value::Array(items)) => Value::Array(merge_list(current, items, kind, path)),
+            (Some(Value::Array(current)), Value::Array(items)) => {
+                Value::Array(merge_list(current, items, kind, path))
+            }
             (Some(current), _) => merge_value(current, value, kind, path),
             (None, _) => strip_directives(value),
         };
@@ -139,7 +157,12 @@ fn merge_map(target: &Map<String, Value>, patch: &Map<String, Value>, kind: &str
     out
 }
 
-fn merge_list(current: &[Value], patch: &[Value], kind: &str, path: &mut Vec<String>) -> Vec<Value> {
+fn merge_list(
+    current: &[Value],
+    patch: &[Value],
+    kind: &str,
+    path: &mut Vec<String>,
+) -> Vec<Value> {
     if merges_primitives(path) {
         let mut out = current.to_vec();
         for item in patch {
@@ -155,7 +178,10 @@ fn merge_list(current: &[Value], patch: &[Value], kind: &str, path: &mut Vec<Str
     let mut out = current.to_vec();
     for item in patch {
         let id = item.get(key);
-        let position = id.and_then(|id| out.iter().position(|existing| existing.get(key) == Some(id)));
+        let position = id.and_then(|id| {
+            out.iter()
+                .position(|existing| existing.get(key) == Some(id))
+        });
         let directive = item.get("$patch").and_then(Value::as_str);
         match (position, directive) {
             (Some(i), Some("delete")) => {
@@ -202,7 +228,13 @@ mod tests {
         let patch = json!({ "spec": { "containers": [ { "name": "a", "image": "2", "env": [ { "name": "Y", "value": "2" } ] }, { "name": "b", "image": "3" } ], "tolerations": [] } });
         let out = strategic_merge(&pod, &patch, "Pod").unwrap();
         assert_eq!(out["spec"]["containers"][0]["image"], "2");
-        assert_eq!(out["spec"]["containers"][0]["env"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            out["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(out["spec"]["containers"][1]["name"], "b");
         assert_eq!(out["spec"]["tolerations"], json!([]));
     }
@@ -217,14 +249,21 @@ mod tests {
         let out = strategic_merge(&svc, &patch, "Service").unwrap();
         assert_eq!(out["metadata"]["labels"], json!({ "a": "1" }));
         assert_eq!(out["metadata"]["finalizers"], json!(["x", "y"]));
-        assert_eq!(out["spec"]["ports"], json!([ { "port": 80, "name": "http" } ]));
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([ { "port": 80, "name": "http" } ])
+        );
     }
 
     #[test]
     fn bad_json_patch_is_a_client_error() {
         let err = json_patch(&json!({}), b"{\"op\":1}").unwrap_err();
         assert_eq!(err.code, 400);
-        let err = json_patch(&json!({}), br#"[{"op":"replace","path":"/missing","value":1}]"#).unwrap_err();
+        let err = json_patch(
+            &json!({}),
+            br#"[{"op":"replace","path":"/missing","value":1}]"#,
+        )
+        .unwrap_err();
         assert_eq!(err.code, 422);
     }
 }

@@ -40,7 +40,11 @@ pub struct ResourcePath {
 }
 
 pub fn route(path: &str) -> Route {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segments.as_slice() {
         ["version"] => Route::Version,
         ["healthz" | "livez" | "readyz", ..] => Route::Health,
@@ -49,7 +53,9 @@ pub fn route(path: &str) -> Route {
         ["api", "v1"] => Route::CoreResources,
         ["api", "v1", rest @ ..] => resource_route("", "v1", rest),
         ["apis"] => Route::Groups,
-        ["apis", group] if resources::group_versions().iter().any(|(g, _)| g == group) => Route::Group(group.to_string()),
+        ["apis", group] if resources::group_versions().iter().any(|(g, _)| g == group) => {
+            Route::Group(group.to_string())
+        }
         ["apis", group, version] if resources::serves_group_version(group, version) => {
             Route::GroupResources(group.to_string(), version.to_string())
         }
@@ -68,8 +74,12 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
     let lookup = |plural: &str| resources::find(group, version, plural);
     let is_namespace_subresource = |s: &str| matches!(s, "status" | "finalize");
     let (resource, namespace, name, subresource) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if !(tail.is_empty() && is_namespace_subresource(plural)) => {
-            let Some(resource) = lookup(plural) else { return Route::NoSuchResource };
+        ["namespaces", ns, plural, tail @ ..]
+            if !(tail.is_empty() && is_namespace_subresource(plural)) =>
+        {
+            let Some(resource) = lookup(plural) else {
+                return Route::NoSuchResource;
+            };
             if !resource.namespaced {
                 return Route::NoSuchResource;
             }
@@ -81,7 +91,9 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
             }
         }
         [plural, tail @ ..] => {
-            let Some(resource) = lookup(plural) else { return Route::NoSuchResource };
+            let Some(resource) = lookup(plural) else {
+                return Route::NoSuchResource;
+            };
             let (name, sub) = match tail {
                 [] => (None, None),
                 [name] => (Some(*name), None),
@@ -130,7 +142,10 @@ impl Query {
 
     /// `true`/`1` are true, as Go's `strconv.ParseBool` reads them.
     pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1" | "t" | "T" | "TRUE" | "True"))
+        matches!(
+            self.get(key),
+            Some("true" | "1" | "t" | "T" | "TRUE" | "True")
+        )
     }
 }
 
@@ -142,7 +157,9 @@ fn percent_decode(text: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -185,7 +202,10 @@ pub fn negotiate(accept: Option<&str>, offer: Offer) -> Result<Output, ApiError>
         let mut parts = range.split(';').map(str::trim);
         let essence = parts.next().unwrap_or("").to_ascii_lowercase();
         let params: HashMap<&str, &str> = parts.filter_map(|p| p.split_once('=')).collect();
-        let json = matches!(essence.as_str(), "application/json" | "*/*" | "application/*");
+        let json = matches!(
+            essence.as_str(),
+            "application/json" | "*/*" | "application/*"
+        );
         if essence == "application/yaml" && !params.contains_key("as") {
             return Ok(Output::Yaml);
         }
@@ -196,7 +216,11 @@ pub fn negotiate(accept: Option<&str>, offer: Offer) -> Result<Output, ApiError>
         let version = params.get("v").copied().unwrap_or("");
         match params.get("as").copied() {
             None => return Ok(Output::Json),
-            Some("Table") if offer == Offer::Resource && group == "meta.k8s.io" && matches!(version, "v1" | "v1beta1") => {
+            Some("Table")
+                if offer == Offer::Resource
+                    && group == "meta.k8s.io"
+                    && matches!(version, "v1" | "v1beta1") =>
+            {
                 return Ok(Output::Table);
             }
             Some("PartialObjectMetadata" | "PartialObjectMetadataList")
@@ -205,7 +229,9 @@ pub fn negotiate(accept: Option<&str>, offer: Offer) -> Result<Output, ApiError>
                 return Ok(Output::PartialMetadata);
             }
             Some("APIGroupDiscoveryList")
-                if offer == Offer::DiscoveryRoot && group == "apidiscovery.k8s.io" && version == "v2" =>
+                if offer == Offer::DiscoveryRoot
+                    && group == "apidiscovery.k8s.io"
+                    && version == "v2" =>
             {
                 return Ok(Output::AggregatedDiscovery);
             }
@@ -221,13 +247,29 @@ mod tests {
 
     #[test]
     fn routes_namespaced_and_cluster_paths() {
-        let Route::Resource(p) = route("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/x") else { panic!() };
-        assert_eq!((p.resource.plural, p.namespace.as_deref(), p.name.as_deref()), ("endpointslices", Some("default"), Some("x")));
-        let Route::Resource(p) = route("/api/v1/namespaces/default") else { panic!() };
-        assert_eq!((p.resource.plural, p.name.as_deref()), ("namespaces", Some("default")));
-        let Route::Resource(p) = route("/api/v1/namespaces/default/status") else { panic!() };
+        let Route::Resource(p) =
+            route("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/x")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (p.resource.plural, p.namespace.as_deref(), p.name.as_deref()),
+            ("endpointslices", Some("default"), Some("x"))
+        );
+        let Route::Resource(p) = route("/api/v1/namespaces/default") else {
+            panic!()
+        };
+        assert_eq!(
+            (p.resource.plural, p.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
+        let Route::Resource(p) = route("/api/v1/namespaces/default/status") else {
+            panic!()
+        };
         assert_eq!(p.subresource.as_deref(), Some("status"));
-        let Route::Resource(p) = route("/api/v1/watch/namespaces/a/pods") else { panic!() };
+        let Route::Resource(p) = route("/api/v1/watch/namespaces/a/pods") else {
+            panic!()
+        };
         assert!(p.watch);
         assert!(matches!(route("/api/v1/nopes"), Route::NoSuchResource));
         assert!(matches!(route("/apis/nope/v1/x"), Route::NotFound));
@@ -236,17 +278,36 @@ mod tests {
     #[test]
     fn kubectl_accept_headers() {
         let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(negotiate(Some(table), Offer::Resource).unwrap(), Output::Table);
+        assert_eq!(
+            negotiate(Some(table), Offer::Resource).unwrap(),
+            Output::Table
+        );
         let discovery = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
-        assert_eq!(negotiate(Some(discovery), Offer::DiscoveryRoot).unwrap(), Output::AggregatedDiscovery);
-        assert_eq!(negotiate(Some(discovery), Offer::Resource).unwrap(), Output::Json);
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf"), Offer::Resource).unwrap_err().code, 406);
+        assert_eq!(
+            negotiate(Some(discovery), Offer::DiscoveryRoot).unwrap(),
+            Output::AggregatedDiscovery
+        );
+        assert_eq!(
+            negotiate(Some(discovery), Offer::Resource).unwrap(),
+            Output::Json
+        );
+        assert_eq!(
+            negotiate(Some("application/vnd.kubernetes.protobuf"), Offer::Resource)
+                .unwrap_err()
+                .code,
+            406
+        );
     }
 
     #[test]
     fn query_values_are_decoded() {
-        let q = Query::parse(Some("labelSelector=kubernetes.io%2Fservice-name%3Dweb&watch=1&x"));
-        assert_eq!(q.get("labelSelector"), Some("kubernetes.io/service-name=web"));
+        let q = Query::parse(Some(
+            "labelSelector=kubernetes.io%2Fservice-name%3Dweb&watch=1&x",
+        ));
+        assert_eq!(
+            q.get("labelSelector"),
+            Some("kubernetes.io/service-name=web")
+        );
         assert!(q.flag("watch"));
         assert_eq!(q.get("x"), Some(""));
         assert_eq!(Query::parse(Some("a=%zz%2")).get("a"), Some("%zz%2"));

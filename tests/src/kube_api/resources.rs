@@ -216,21 +216,42 @@ pub static RESOURCES: &[ResourceType] = &[
         categories: ALL,
         has_status: true,
         tracks_generation: true,
-        ..resource("apps", "v1", "Deployment", "deployments", "deployment", true)
+        ..resource(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            "deployment",
+            true,
+        )
     },
     ResourceType {
         short_names: &["rs"],
         categories: ALL,
         has_status: true,
         tracks_generation: true,
-        ..resource("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true)
+        ..resource(
+            "apps",
+            "v1",
+            "ReplicaSet",
+            "replicasets",
+            "replicaset",
+            true,
+        )
     },
     ResourceType {
         short_names: &["sts"],
         categories: ALL,
         has_status: true,
         tracks_generation: true,
-        ..resource("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true)
+        ..resource(
+            "apps",
+            "v1",
+            "StatefulSet",
+            "statefulsets",
+            "statefulset",
+            true,
+        )
     },
     ResourceType {
         short_names: &["ds"],
@@ -239,7 +260,14 @@ pub static RESOURCES: &[ResourceType] = &[
         tracks_generation: true,
         ..resource("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true)
     },
-    resource("coordination.k8s.io", "v1", "Lease", "leases", "lease", true),
+    resource(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+    ),
     ResourceType {
         short_names: &["pdb"],
         has_status: true,

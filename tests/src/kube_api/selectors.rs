@@ -40,8 +40,12 @@ impl Requirement {
             Op::NotIn(vs) => value.is_none_or(|x| !vs.contains(x)),
             Op::Exists => value.is_some(),
             Op::DoesNotExist => value.is_none(),
-            Op::GreaterThan(n) => value.and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x > *n),
-            Op::LessThan(n) => value.and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x < *n),
+            Op::GreaterThan(n) => value
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x > *n),
+            Op::LessThan(n) => value
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x < *n),
         }
     }
 }
@@ -77,12 +81,14 @@ fn parse_error(term: &str, why: &str) -> ApiError {
 }
 
 fn checked_key(key: &str, term: &str) -> Result<String, ApiError> {
-    validation::label_key_problem(key).map_or(Ok(key.to_string()), |why| Err(parse_error(term, &why)))
+    validation::label_key_problem(key)
+        .map_or(Ok(key.to_string()), |why| Err(parse_error(term, &why)))
 }
 
 fn checked_value(value: &str, term: &str) -> Result<String, ApiError> {
     let value = value.trim();
-    validation::label_value_problem(value).map_or(Ok(value.to_string()), |why| Err(parse_error(term, &why)))
+    validation::label_value_problem(value)
+        .map_or(Ok(value.to_string()), |why| Err(parse_error(term, &why)))
 }
 
 /// `key in (a,b)` / `key notin (a,b)`, if the term has that shape.
@@ -105,7 +111,11 @@ fn parse_set_term(term: &str) -> Option<Result<Requirement, ApiError>> {
             .split(',')
             .map(|v| checked_value(v, term))
             .collect::<Result<Vec<_>, _>>()?;
-        let op = if negated { Op::NotIn(values) } else { Op::In(values) };
+        let op = if negated {
+            Op::NotIn(values)
+        } else {
+            Op::In(values)
+        };
         Ok(Requirement { key, op })
     })();
     Some(parsed)
@@ -117,7 +127,10 @@ fn parse_label_term(term: &str) -> Result<Requirement, ApiError> {
     }
     if let Some(key) = term.strip_prefix('!') {
         let key = checked_key(key.trim(), term)?;
-        return Ok(Requirement { key, op: Op::DoesNotExist });
+        return Ok(Requirement {
+            key,
+            op: Op::DoesNotExist,
+        });
     }
     let binary = [("!=", 0), ("==", 1), ("=", 1), (">", 2), ("<", 3)];
     for (token, which) in binary {
@@ -127,18 +140,27 @@ fn parse_label_term(term: &str) -> Result<Requirement, ApiError> {
                 0 => Op::NotEquals(checked_value(value, term)?),
                 1 => Op::Equals(checked_value(value, term)?),
                 _ => {
-                    let n = value
-                        .trim()
-                        .parse::<i64>()
-                        .map_err(|_| parse_error(term, "for 'Gt', 'Lt' operators, the value must be an integer"))?;
-                    if which == 2 { Op::GreaterThan(n) } else { Op::LessThan(n) }
+                    let n = value.trim().parse::<i64>().map_err(|_| {
+                        parse_error(
+                            term,
+                            "for 'Gt', 'Lt' operators, the value must be an integer",
+                        )
+                    })?;
+                    if which == 2 {
+                        Op::GreaterThan(n)
+                    } else {
+                        Op::LessThan(n)
+                    }
                 }
             };
             return Ok(Requirement { key, op });
         }
     }
     let key = checked_key(term, term)?;
-    Ok(Requirement { key, op: Op::Exists })
+    Ok(Requirement {
+        key,
+        op: Op::Exists,
+    })
 }
 
 impl LabelSelector {
@@ -168,7 +190,10 @@ impl LabelSelector {
         if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
             for (key, value) in labels {
                 let value = value.as_str().ok_or("matchLabels values must be strings")?;
-                requirements.push(Requirement { key: key.clone(), op: Op::Equals(value.to_string()) });
+                requirements.push(Requirement {
+                    key: key.clone(),
+                    op: Op::Equals(value.to_string()),
+                });
             }
         }
         for expr in selector
@@ -177,7 +202,10 @@ impl LabelSelector {
             .into_iter()
             .flatten()
         {
-            let key = expr.get("key").and_then(Value::as_str).ok_or("matchExpressions need a key")?;
+            let key = expr
+                .get("key")
+                .and_then(Value::as_str)
+                .ok_or("matchExpressions need a key")?;
             let values: Vec<String> = expr
                 .get("values")
                 .and_then(Value::as_array)
@@ -192,7 +220,10 @@ impl LabelSelector {
                 Some("DoesNotExist") => Op::DoesNotExist,
                 other => return Err(format!("{other:?} is not a valid label selector operator")),
             };
-            requirements.push(Requirement { key: key.to_string(), op });
+            requirements.push(Requirement {
+                key: key.to_string(),
+                op,
+            });
         }
         Ok(Self { requirements })
     }
@@ -260,7 +291,9 @@ impl FieldSelector {
     }
 
     pub fn for_name(name: &str) -> Self {
-        Self { terms: vec![("metadata.name".into(), true, name.into())] }
+        Self {
+            terms: vec![("metadata.name".into(), true, name.into())],
+        }
     }
 
     pub fn and(mut self, other: FieldSelector) -> Self {
@@ -303,16 +336,37 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parses_every_operator() {
         let s = LabelSelector::parse("a=1,b!=2,c in (x, y),d notin (z),e,!f,g==3").unwrap();
         assert!(s.matches_labels(&labels(&[("a", "1"), ("c", "y"), ("e", ""), ("g", "3")])));
-        assert!(!s.matches_labels(&labels(&[("a", "1"), ("c", "y"), ("e", ""), ("g", "3"), ("f", "")])));
-        assert!(!s.matches_labels(&labels(&[("a", "1"), ("b", "2"), ("c", "y"), ("e", ""), ("g", "3")])));
-        assert!(!s.matches_labels(&labels(&[("a", "1"), ("c", "y"), ("d", "z"), ("e", ""), ("g", "3")])));
+        assert!(!s.matches_labels(&labels(&[
+            ("a", "1"),
+            ("c", "y"),
+            ("e", ""),
+            ("g", "3"),
+            ("f", "")
+        ])));
+        assert!(!s.matches_labels(&labels(&[
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "y"),
+            ("e", ""),
+            ("g", "3")
+        ])));
+        assert!(!s.matches_labels(&labels(&[
+            ("a", "1"),
+            ("c", "y"),
+            ("d", "z"),
+            ("e", ""),
+            ("g", "3")
+        ])));
     }
 
     #[test]
@@ -332,6 +386,10 @@ mod tests {
         let s = LabelSelector::from_object(Some(&sel)).unwrap();
         assert!(s.matches_labels(&labels(&[("team", "a")])));
         assert!(!s.matches_labels(&labels(&[("team", "a"), ("env", "prod")])));
-        assert!(LabelSelector::from_object(None).unwrap().matches_labels(&labels(&[])));
+        assert!(
+            LabelSelector::from_object(None)
+                .unwrap()
+                .matches_labels(&labels(&[]))
+        );
     }
 }

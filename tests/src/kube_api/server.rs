@@ -19,14 +19,23 @@ use super::dispatch;
 /// Binds with SO_REUSEADDR so a stopped server can come back on the same port.
 /// Must be called within a Tokio runtime context.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
 
 /// Serves until `stop` turns true, then drops every connection.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {

@@ -249,7 +249,11 @@ impl ApiError {
         .with_details(resource_details(resource, name))
     }
 
-    pub fn forbidden_message(message: impl Into<String>, resource: &ResourceType, name: &str) -> Self {
+    pub fn forbidden_message(
+        message: impl Into<String>,
+        resource: &ResourceType,
+        name: &str,
+    ) -> Self {
         Self::new(403, "Forbidden", message).with_details(resource_details(resource, Some(name)))
     }
 
@@ -301,7 +305,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format ({content_type:?}) - accepted media types include: {accepted}"),
+            format!(
+                "the body of the request was in an unknown format ({content_type:?}) - accepted media types include: {accepted}"
+            ),
         )
     }
 

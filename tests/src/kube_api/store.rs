@@ -31,7 +31,11 @@ impl ObjectKey {
     fn new(resource: &ResourceType, namespace: &str, name: &str) -> Self {
         Self {
             resource: resource.qualified(),
-            namespace: if resource.namespaced { namespace.to_string() } else { String::new() },
+            namespace: if resource.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
             name: name.to_string(),
         }
     }
@@ -109,7 +113,9 @@ impl Store {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -117,14 +123,20 @@ impl Store {
     }
 
     pub fn get(&self, resource: &ResourceType, namespace: &str, name: &str) -> Option<Value> {
-        self.lock().objects.get(&ObjectKey::new(resource, namespace, name)).cloned()
+        self.lock()
+            .objects
+            .get(&ObjectKey::new(resource, namespace, name))
+            .cloned()
     }
 
     /// Objects of a resource (in one namespace, or all), in key order, and the
     /// resourceVersion they are current at.
     pub fn list(&self, resource: &ResourceType, namespace: Option<&str>) -> (Vec<Value>, u64) {
         let inner = self.lock();
-        (Self::select(&inner, resource, namespace), inner.resource_version)
+        (
+            Self::select(&inner, resource, namespace),
+            inner.resource_version,
+        )
     }
 
     fn select(inner: &Inner, resource: &ResourceType, namespace: Option<&str>) -> Vec<Value> {
@@ -157,7 +169,12 @@ impl Store {
     }
 
     /// Stores a new object; 409 AlreadyExists if the name is taken.
-    pub fn create(&self, resource: &'static ResourceType, namespace: &str, mut object: Value) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        resource: &'static ResourceType,
+        namespace: &str,
+        mut object: Value,
+    ) -> Result<Value, ApiError> {
         let name = meta::name(&object).to_string();
         let key = ObjectKey::new(resource, namespace, &name);
         let mut inner = self.lock();
@@ -166,14 +183,17 @@ impl Store {
         }
         let rv = Self::next_version(&mut inner, &mut object);
         inner.objects.insert(key, object.clone());
-        self.record(&mut inner, Event {
-            kind: EventType::Added,
-            resource,
-            namespace: namespace.to_string(),
-            resource_version: rv,
-            object: object.clone(),
-            old: None,
-        });
+        self.record(
+            &mut inner,
+            Event {
+                kind: EventType::Added,
+                resource,
+                namespace: namespace.to_string(),
+                resource_version: rv,
+                object: object.clone(),
+                old: None,
+            },
+        );
         Ok(object)
     }
 
@@ -197,14 +217,17 @@ impl Store {
         let old = current.clone();
         let rv = Self::next_version(&mut inner, &mut object);
         inner.objects.insert(key, object.clone());
-        self.record(&mut inner, Event {
-            kind: EventType::Modified,
-            resource,
-            namespace: namespace.to_string(),
-            resource_version: rv,
-            object: object.clone(),
-            old: Some(old),
-        });
+        self.record(
+            &mut inner,
+            Event {
+                kind: EventType::Modified,
+                resource,
+                namespace: namespace.to_string(),
+                resource_version: rv,
+                object: object.clone(),
+                old: Some(old),
+            },
+        );
         Ok(object)
     }
 
@@ -229,14 +252,17 @@ impl Store {
             return Err(ApiError::not_found(resource, name));
         };
         let rv = Self::next_version(&mut inner, &mut object);
-        self.record(&mut inner, Event {
-            kind: EventType::Deleted,
-            resource,
-            namespace: namespace.to_string(),
-            resource_version: rv,
-            object: object.clone(),
-            old: None,
-        });
+        self.record(
+            &mut inner,
+            Event {
+                kind: EventType::Deleted,
+                resource,
+                namespace: namespace.to_string(),
+                resource_version: rv,
+                object: object.clone(),
+                old: None,
+            },
+        );
         Ok(object)
     }
 
@@ -274,7 +300,12 @@ impl Store {
             .filter(|e| e.resource_version > since)
             .cloned()
             .collect();
-        Ok(Subscription { replay, initial: Vec::new(), resource_version: current, live })
+        Ok(Subscription {
+            replay,
+            initial: Vec::new(),
+            resource_version: current,
+            live,
+        })
     }
 
     /// Whether a list at exactly `resource_version` can still be served.
@@ -302,8 +333,13 @@ impl Store {
     }
 
     /// A bookmark object for `resource` at the current resourceVersion.
-    pub fn bookmark(resource: &ResourceType, resource_version: u64, annotations: Option<Value>) -> Value {
-        let mut metadata = json!({ "resourceVersion": resource_version.to_string(), "creationTimestamp": null });
+    pub fn bookmark(
+        resource: &ResourceType,
+        resource_version: u64,
+        annotations: Option<Value>,
+    ) -> Value {
+        let mut metadata =
+            json!({ "resourceVersion": resource_version.to_string(), "creationTimestamp": null });
         if let Some(annotations) = annotations {
             metadata["annotations"] = annotations;
         }

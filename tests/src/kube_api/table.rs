@@ -16,7 +16,11 @@ struct Column {
 }
 
 const fn col(name: &'static str, kind: &'static str, priority: u8) -> Column {
-    Column { name, kind, priority }
+    Column {
+        name,
+        kind,
+        priority,
+    }
 }
 
 fn columns(resource: &ResourceType) -> Vec<Column> {
@@ -37,7 +41,11 @@ fn columns(resource: &ResourceType) -> Vec<Column> {
             col("Endpoints", "string", 0),
             col("Age", "string", 0),
         ],
-        "Namespace" => vec![col("Name", "string", 0), col("Status", "string", 0), col("Age", "string", 0)],
+        "Namespace" => vec![
+            col("Name", "string", 0),
+            col("Status", "string", 0),
+            col("Age", "string", 0),
+        ],
         "Pod" => vec![
             col("Name", "string", 0),
             col("Ready", "string", 0),
@@ -48,7 +56,11 @@ fn columns(resource: &ResourceType) -> Vec<Column> {
             col("Node", "string", 1),
         ],
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
-            vec![col("Name", "string", 0), col("Webhooks", "integer", 0), col("Age", "string", 0)]
+            vec![
+                col("Name", "string", 0),
+                col("Webhooks", "integer", 0),
+                col("Age", "string", 0),
+            ]
         }
         _ => vec![col("Name", "string", 0), col("Age", "string", 0)],
     }
@@ -67,7 +79,10 @@ fn or_none(s: String) -> String {
 }
 
 fn array<'a>(object: &'a Value, pointer: &str) -> &'a [Value] {
-    object.pointer(pointer).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    object
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn service_ports(object: &Value) -> String {
@@ -81,7 +96,11 @@ fn service_ports(object: &Value) -> String {
 fn slice_endpoints(object: &Value) -> String {
     let addresses: Vec<String> = array(object, "/endpoints")
         .iter()
-        .flat_map(|e| array(e, "/addresses").iter().filter_map(|a| a.as_str().map(str::to_string)))
+        .flat_map(|e| {
+            array(e, "/addresses")
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+        })
         .collect();
     match addresses.len() {
         0 => "<unset>".into(),
@@ -92,13 +111,22 @@ fn slice_endpoints(object: &Value) -> String {
 
 fn cells(resource: &ResourceType, object: &Value) -> Vec<Value> {
     let name = json!(meta::name(object));
-    let age = json!(meta::age(object.pointer("/metadata/creationTimestamp").and_then(Value::as_str)));
+    let age = json!(meta::age(
+        object
+            .pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+    ));
     match resource.kind {
         "Service" => {
             let selector = object
                 .pointer("/spec/selector")
                 .and_then(Value::as_object)
-                .map(|s| s.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                .map(|s| {
+                    s.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default();
             let external = array(object, "/status/loadBalancer/ingress")
                 .iter()
@@ -116,16 +144,35 @@ fn cells(resource: &ResourceType, object: &Value) -> Vec<Value> {
             ]
         }
         "EndpointSlice" => {
-            let ports: Vec<String> = array(object, "/ports").iter().map(|p| text(p, "/port")).collect();
-            let ports = if ports.is_empty() { "<unset>".to_string() } else { ports.join(",") };
-            vec![name, json!(text(object, "/addressType")), json!(ports), json!(slice_endpoints(object)), age]
+            let ports: Vec<String> = array(object, "/ports")
+                .iter()
+                .map(|p| text(p, "/port"))
+                .collect();
+            let ports = if ports.is_empty() {
+                "<unset>".to_string()
+            } else {
+                ports.join(",")
+            };
+            vec![
+                name,
+                json!(text(object, "/addressType")),
+                json!(ports),
+                json!(slice_endpoints(object)),
+                age,
+            ]
         }
         "Namespace" => vec![name, json!(text(object, "/status/phase")), age],
         "Pod" => {
             let total = array(object, "/spec/containers").len();
             let statuses = array(object, "/status/containerStatuses");
-            let ready = statuses.iter().filter(|s| s.get("ready") == Some(&json!(true))).count();
-            let restarts: i64 = statuses.iter().filter_map(|s| s.get("restartCount").and_then(Value::as_i64)).sum();
+            let ready = statuses
+                .iter()
+                .filter(|s| s.get("ready") == Some(&json!(true)))
+                .count();
+            let restarts: i64 = statuses
+                .iter()
+                .filter_map(|s| s.get("restartCount").and_then(Value::as_i64))
+                .sum();
             vec![
                 name,
                 json!(format!("{ready}/{total}")),
@@ -153,7 +200,12 @@ fn partial_metadata(object: &Value) -> Value {
 
 /// A Table of `objects`. `headers` is false for watch events after the first, which
 /// the real server sends without column definitions.
-pub fn table(resource: &ResourceType, objects: &[Value], resource_version: u64, headers: bool) -> Value {
+pub fn table(
+    resource: &ResourceType,
+    objects: &[Value],
+    resource_version: u64,
+    headers: bool,
+) -> Value {
     let definitions: Vec<Value> = if headers {
         columns(resource)
             .iter()

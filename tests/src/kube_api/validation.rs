@@ -55,7 +55,8 @@ pub fn name_problems(name: &str, rule: NameRule) -> Vec<String> {
 fn is_qualified_name_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -89,9 +90,15 @@ pub fn label_value_problem(value: &str) -> Option<String> {
 }
 
 fn validate_metadata(object: &Value, resource: &ResourceType, errors: &mut Vec<FieldError>) {
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name.is_empty() {
-        errors.push(FieldError::required("metadata.name", "name or generateName is required"));
+        errors.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     } else {
         for problem in name_problems(name, resource.name_rule) {
             errors.push(FieldError::invalid("metadata.name", name, problem));
@@ -110,11 +117,19 @@ fn validate_metadata(object: &Value, resource: &ResourceType, errors: &mut Vec<F
                             errors.push(FieldError::invalid("metadata.labels", v, problem));
                         }
                     }
-                    None => errors.push(FieldError::invalid("metadata.labels", value.to_string(), "must be a string")),
+                    None => errors.push(FieldError::invalid(
+                        "metadata.labels",
+                        value.to_string(),
+                        "must be a string",
+                    )),
                 }
             }
         }
-        Some(other) => errors.push(FieldError::invalid("metadata.labels", other.to_string(), "must be an object")),
+        Some(other) => errors.push(FieldError::invalid(
+            "metadata.labels",
+            other.to_string(),
+            "must be an object",
+        )),
     }
 }
 
@@ -139,7 +154,12 @@ fn validate_service(object: &Value, errors: &mut Vec<FieldError>) {
     }
     for (i, port) in ports.into_iter().flatten().enumerate() {
         validate_port(format!("spec.ports[{i}].port"), port.get("port"), errors);
-        if ports.is_some_and(|p| p.len() > 1) && port.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if ports.is_some_and(|p| p.len() > 1)
+            && port
+                .get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
             errors.push(FieldError::required(format!("spec.ports[{i}].name"), ""));
         }
     }
@@ -149,10 +169,23 @@ fn validate_endpoint_slice(object: &Value, errors: &mut Vec<FieldError>) {
     match object.get("addressType").and_then(Value::as_str) {
         None => errors.push(FieldError::required("addressType", "")),
         Some("IPv4" | "IPv6" | "FQDN") => {}
-        Some(other) => errors.push(FieldError::not_supported("addressType", other, &["FQDN", "IPv4", "IPv6"])),
+        Some(other) => errors.push(FieldError::not_supported(
+            "addressType",
+            other,
+            &["FQDN", "IPv4", "IPv6"],
+        )),
     }
-    for (i, endpoint) in object.get("endpoints").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        let count = endpoint.get("addresses").and_then(Value::as_array).map_or(0, Vec::len);
+    for (i, endpoint) in object
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let count = endpoint
+            .get("addresses")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         if count == 0 || count > 100 {
             errors.push(FieldError::required(
                 format!("endpoints[{i}].addresses"),
@@ -163,17 +196,38 @@ fn validate_endpoint_slice(object: &Value, errors: &mut Vec<FieldError>) {
 }
 
 fn validate_webhooks(object: &Value, errors: &mut Vec<FieldError>) {
-    for (i, hook) in object.get("webhooks").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, hook) in object
+        .get("webhooks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let at = |f: &str| format!("webhooks[{i}].{f}");
-        if hook.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if hook
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             errors.push(FieldError::required(at("name"), ""));
         }
         match hook.get("sideEffects").and_then(Value::as_str) {
-            None => errors.push(FieldError::required(at("sideEffects"), "must specify one of None, NoneOnDryRun")),
+            None => errors.push(FieldError::required(
+                at("sideEffects"),
+                "must specify one of None, NoneOnDryRun",
+            )),
             Some("None" | "NoneOnDryRun") => {}
-            Some(other) => errors.push(FieldError::not_supported(at("sideEffects"), other, &["None", "NoneOnDryRun"])),
+            Some(other) => errors.push(FieldError::not_supported(
+                at("sideEffects"),
+                other,
+                &["None", "NoneOnDryRun"],
+            )),
         }
-        if hook.get("admissionReviewVersions").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        if hook
+            .get("admissionReviewVersions")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        {
             errors.push(FieldError::required(
                 at("admissionReviewVersions"),
                 "must specify one of v1, v1beta1",
@@ -181,13 +235,23 @@ fn validate_webhooks(object: &Value, errors: &mut Vec<FieldError>) {
         }
         let config = hook.get("clientConfig");
         let url = config.and_then(|c| c.get("url")).and_then(Value::as_str);
-        let service = config.and_then(|c| c.get("service")).filter(|s| !s.is_null());
+        let service = config
+            .and_then(|c| c.get("service"))
+            .filter(|s| !s.is_null());
         match (url, service) {
-            (Some(_), Some(_)) => errors.push(FieldError::required(at("clientConfig"), "exactly one of url or service is required")),
-            (None, None) => errors.push(FieldError::required(at("clientConfig"), "exactly one of url or service is required")),
-            (Some(url), None) if !url.starts_with("https://") => {
-                errors.push(FieldError::invalid(at("clientConfig.url"), url, "'https' is the only allowed URL scheme"))
-            }
+            (Some(_), Some(_)) => errors.push(FieldError::required(
+                at("clientConfig"),
+                "exactly one of url or service is required",
+            )),
+            (None, None) => errors.push(FieldError::required(
+                at("clientConfig"),
+                "exactly one of url or service is required",
+            )),
+            (Some(url), None) if !url.starts_with("https://") => errors.push(FieldError::invalid(
+                at("clientConfig.url"),
+                url,
+                "'https' is the only allowed URL scheme",
+            )),
             _ => {}
         }
     }
@@ -200,7 +264,9 @@ pub fn validate(object: &Value, resource: &ResourceType) -> Vec<FieldError> {
     match resource.kind {
         "Service" => validate_service(object, &mut errors),
         "EndpointSlice" => validate_endpoint_slice(object, &mut errors),
-        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => validate_webhooks(object, &mut errors),
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+            validate_webhooks(object, &mut errors)
+        }
         _ => {}
     }
     errors

@@ -45,14 +45,28 @@ pub fn target(
     timeout: Duration,
     services: impl Fn(&str, &str, u16) -> Option<SocketAddr>,
 ) -> Result<Target, String> {
-    let ca_bundle = client_config.get("caBundle").and_then(Value::as_str).map(str::to_string);
+    let ca_bundle = client_config
+        .get("caBundle")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let timeout_query = format!("timeout={}s", timeout.as_secs());
     if let Some(url) = client_config.get("url").and_then(Value::as_str) {
-        let uri: Uri = url.parse().map_err(|e| format!("invalid webhook URL {url:?}: {e}"))?;
-        let host = uri.host().ok_or_else(|| format!("webhook URL {url:?} has no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("invalid webhook URL {url:?}: {e}"))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("webhook URL {url:?} has no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri.port_u16().unwrap_or(443);
-        let path = if uri.path().is_empty() { "/" } else { uri.path() };
+        let path = if uri.path().is_empty() {
+            "/"
+        } else {
+            uri.path()
+        };
         let path_and_query = match uri.query() {
             Some(q) => format!("{path}?{q}&{timeout_query}"),
             None => format!("{path}?{timeout_query}"),
@@ -61,15 +75,41 @@ pub fn target(
             Ok(ip) => Connect::Addr(SocketAddr::new(ip, port)),
             Err(_) => Connect::Host(host.clone(), port),
         };
-        let host_header = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
+        let host_header = uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| host.clone());
         let url = format!("https://{host_header}{path_and_query}");
-        return Ok(Target { url, connect, server_name: host, host_header, path_and_query, ca_bundle });
+        return Ok(Target {
+            url,
+            connect,
+            server_name: host,
+            host_header,
+            path_and_query,
+            ca_bundle,
+        });
     }
-    let service = client_config.get("service").ok_or("webhook clientConfig has neither url nor service")?;
-    let text = |k: &str| service.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let service = client_config
+        .get("service")
+        .ok_or("webhook clientConfig has neither url nor service")?;
+    let text = |k: &str| {
+        service
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let (namespace, name) = (text("namespace"), text("name"));
-    let port = service.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).unwrap_or(443);
-    let path = service.get("path").and_then(Value::as_str).filter(|p| !p.is_empty()).unwrap_or("/");
+    let port = service
+        .get("port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(443);
+    let path = service
+        .get("path")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
     let path_and_query = format!("{path}?{timeout_query}");
     let host = format!("{name}.{namespace}.svc");
     let connect = match services(&namespace, &name, port) {
@@ -78,16 +118,27 @@ pub fn target(
     };
     let host_header = format!("{host}:{port}");
     let url = format!("https://{host_header}{path_and_query}");
-    Ok(Target { url, connect, server_name: host, host_header, path_and_query, ca_bundle })
+    Ok(Target {
+        url,
+        connect,
+        server_name: host,
+        host_header,
+        path_and_query,
+        ca_bundle,
+    })
 }
 
 fn tls_connector(ca_bundle: Option<&str>) -> Result<TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(bundle) = ca_bundle {
-        let pem = STANDARD.decode(bundle).map_err(|e| format!("invalid caBundle: {e}"))?;
+        let pem = STANDARD
+            .decode(bundle)
+            .map_err(|e| format!("invalid caBundle: {e}"))?;
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("invalid caBundle: {e}"))?;
-            roots.add(cert).map_err(|e| format!("invalid caBundle: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("invalid caBundle: {e}"))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -122,7 +173,8 @@ fn go_error_text(e: &std::io::Error) -> String {
 async fn exchange(target: &Target, body: Bytes) -> Result<Bytes, String> {
     let connector = tls_connector(target.ca_bundle.as_deref())?;
     let tcp = dial(&target.connect).await?;
-    let server_name = ServerName::try_from(target.server_name.clone()).map_err(|e| e.to_string())?;
+    let server_name =
+        ServerName::try_from(target.server_name.clone()).map_err(|e| e.to_string())?;
     let tls = connector
         .connect(server_name, tcp)
         .await
@@ -137,20 +189,29 @@ async fn exchange(target: &Target, body: Bytes) -> Result<Bytes, String> {
         .map_err(|e| e.to_string())?;
     let io = TokioIo::new(tls);
     let response = if h2 {
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
         let mut request = request;
         request.headers_mut().remove(header::HOST);
         *request.uri_mut() = format!("https://{}{}", target.host_header, target.path_and_query)
             .parse()
             .map_err(|e: http::uri::InvalidUri| e.to_string())?;
-        sender.send_request(request).await.map_err(|e| e.to_string())?
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?
     } else {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
-        sender.send_request(request).await.map_err(|e| e.to_string())?
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?
     };
     let status = response.status();
     let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
@@ -173,6 +234,9 @@ pub async fn post(target: &Target, body: Bytes, timeout: Duration) -> Result<Byt
     match tokio::time::timeout(timeout, exchange(target, body)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => Err(format!("Post \"{}\": {e}", target.url)),
-        Err(_) => Err(format!("Post \"{}\": context deadline exceeded", target.url)),
+        Err(_) => Err(format!(
+            "Post \"{}\": context deadline exceeded",
+            target.url
+        )),
     }
 }

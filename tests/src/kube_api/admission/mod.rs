@@ -65,15 +65,31 @@ struct Webhook {
 }
 
 fn registered_webhooks(shared: &Shared) -> Vec<Webhook> {
-    let Some(configs) = resources::by_kind("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") else {
+    let Some(configs) = resources::by_kind(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    ) else {
         return Vec::new();
     };
     let mut hooks = Vec::new();
     for config in shared.store.list(configs, None).0 {
         let config_name = meta::name(&config).to_string();
-        for spec in config.get("webhooks").and_then(Value::as_array).into_iter().flatten() {
-            let name = spec.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-            hooks.push(Webhook { id: format!("{config_name}/{name}"), name, spec: spec.clone() });
+        for spec in config
+            .get("webhooks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = spec
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            hooks.push(Webhook {
+                id: format!("{config_name}/{name}"),
+                name,
+                spec: spec.clone(),
+            });
         }
     }
     hooks
@@ -88,7 +104,11 @@ fn builtin_plugins(shared: &Shared, attributes: &Attributes<'_>, object: &mut Va
     }
 }
 
-pub async fn mutate(shared: &Shared, attributes: &Attributes<'_>, mut object: Value) -> Result<Admitted, ApiError> {
+pub async fn mutate(
+    shared: &Shared,
+    attributes: &Attributes<'_>,
+    mut object: Value,
+) -> Result<Admitted, ApiError> {
     builtin_plugins(shared, attributes, &mut object);
     let hooks = registered_webhooks(shared);
     let mut warnings = Vec::new();
@@ -96,7 +116,8 @@ pub async fn mutate(shared: &Shared, attributes: &Attributes<'_>, mut object: Va
     let mut to_reinvoke: HashSet<String> = HashSet::new();
     let mut changed_by_webhook = false;
     for hook in &hooks {
-        let changed = call_if_matching(shared, attributes, hook, &mut object, &mut warnings).await?;
+        let changed =
+            call_if_matching(shared, attributes, hook, &mut object, &mut warnings).await?;
         if changed {
             changed_by_webhook = true;
             to_reinvoke.extend(reinvocable.iter().cloned());
@@ -128,16 +149,30 @@ async fn call_if_matching(
     let namespace_labels = if attributes.resource.plural == "namespaces" {
         object.get("metadata").map(|m| json!({ "metadata": m }))
     } else {
-        shared.store.get(resources::namespaces(), "", attributes.namespace)
+        shared
+            .store
+            .get(resources::namespaces(), "", attributes.namespace)
     };
     match rules::selectors_match(&hook.spec, attributes, object, namespace_labels.as_ref()) {
         Ok(true) => {}
         Ok(false) => return Ok(false),
-        Err(why) => return Err(ApiError::internal(format!("failed calling webhook \"{}\": {why}", hook.name))),
+        Err(why) => {
+            return Err(ApiError::internal(format!(
+                "failed calling webhook \"{}\": {why}",
+                hook.name
+            )));
+        }
     }
-    let side_effects = hook.spec.get("sideEffects").and_then(Value::as_str).unwrap_or("Unknown");
+    let side_effects = hook
+        .spec
+        .get("sideEffects")
+        .and_then(Value::as_str)
+        .unwrap_or("Unknown");
     if attributes.dry_run && !matches!(side_effects, "None" | "NoneOnDryRun") {
-        return Err(ApiError::bad_request(format!("admission webhook \"{}\" does not support dry run", hook.name)));
+        return Err(ApiError::bad_request(format!(
+            "admission webhook \"{}\" does not support dry run",
+            hook.name
+        )));
     }
     let ignore_failures = hook.spec.get("failurePolicy").and_then(Value::as_str) == Some("Ignore");
     match call(shared, attributes, hook, object).await {
@@ -189,7 +224,8 @@ enum CallError {
 
 fn review(attributes: &Attributes<'_>, uid: &str, object: &Value, user: &str) -> Value {
     let resource = attributes.resource;
-    let kind = json!({ "group": resource.group, "version": resource.version, "kind": resource.kind });
+    let kind =
+        json!({ "group": resource.group, "version": resource.version, "kind": resource.kind });
     let gvr = json!({ "group": resource.group, "version": resource.version, "resource": resource.plural });
     let options_kind = match attributes.operation {
         Operation::Create => "CreateOptions",
@@ -221,7 +257,12 @@ fn review(attributes: &Attributes<'_>, uid: &str, object: &Value, user: &str) ->
     json!({ "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": request })
 }
 
-async fn call(shared: &Shared, attributes: &Attributes<'_>, hook: &Webhook, object: &Value) -> Result<Outcome, CallError> {
+async fn call(
+    shared: &Shared,
+    attributes: &Attributes<'_>,
+    hook: &Webhook,
+    object: &Value,
+) -> Result<Outcome, CallError> {
     let accepts_v1 = hook
         .spec
         .get("admissionReviewVersions")
@@ -232,7 +273,13 @@ async fn call(shared: &Shared, attributes: &Attributes<'_>, hook: &Webhook, obje
             "webhook does not accept known AdmissionReview versions (v1)".into(),
         ));
     }
-    let timeout = Duration::from_secs(hook.spec.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10).clamp(1, 30));
+    let timeout = Duration::from_secs(
+        hook.spec
+            .get("timeoutSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(10)
+            .clamp(1, 30),
+    );
     let services = |ns: &str, name: &str, port: u16| {
         shared
             .webhook_services
@@ -240,19 +287,34 @@ async fn call(shared: &Shared, attributes: &Attributes<'_>, hook: &Webhook, obje
             .ok()
             .and_then(|map| map.get(&(ns.to_string(), name.to_string(), port)).copied())
     };
-    let config = hook.spec.get("clientConfig").cloned().unwrap_or(Value::Null);
+    let config = hook
+        .spec
+        .get("clientConfig")
+        .cloned()
+        .unwrap_or(Value::Null);
     let target = client::target(&config, timeout, services).map_err(CallError::Calling)?;
     let uid = meta::new_uid();
-    let body = serde_json::to_vec(&review(attributes, &uid, object, &shared.settings.user)).unwrap_or_default();
-    let answer = client::post(&target, Bytes::from(body), timeout).await.map_err(CallError::Calling)?;
+    let body = serde_json::to_vec(&review(attributes, &uid, object, &shared.settings.user))
+        .unwrap_or_default();
+    let answer = client::post(&target, Bytes::from(body), timeout)
+        .await
+        .map_err(CallError::Calling)?;
     interpret(&hook.name, &uid, &answer, object)
 }
 
-fn interpret(hook_name: &str, uid: &str, answer: &[u8], object: &Value) -> Result<Outcome, CallError> {
+fn interpret(
+    hook_name: &str,
+    uid: &str,
+    answer: &[u8],
+    object: &Value,
+) -> Result<Outcome, CallError> {
     let review: Value = serde_json::from_slice(answer)
         .map_err(|e| CallError::Response(format!("received invalid webhook response: {e}")))?;
     let kind = review.get("kind").and_then(Value::as_str).unwrap_or("");
-    let api_version = review.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = review
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if kind != "AdmissionReview" || api_version != "admission.k8s.io/v1" {
         return Err(CallError::Response(format!(
             "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {api_version}, Kind={kind}"
@@ -264,7 +326,9 @@ fn interpret(hook_name: &str, uid: &str, answer: &[u8], object: &Value) -> Resul
         .ok_or_else(|| CallError::Response("webhook response was absent".into()))?;
     let got_uid = response.get("uid").and_then(Value::as_str).unwrap_or("");
     if got_uid != uid {
-        return Err(CallError::Response(format!("expected response.uid=\"{uid}\", got \"{got_uid}\"")));
+        return Err(CallError::Response(format!(
+            "expected response.uid=\"{uid}\", got \"{got_uid}\""
+        )));
     }
     let warnings = response
         .get("warnings")
@@ -274,28 +338,57 @@ fn interpret(hook_name: &str, uid: &str, answer: &[u8], object: &Value) -> Resul
         .filter_map(|w| w.as_str().map(str::to_string))
         .collect();
     if response.get("allowed") != Some(&json!(true)) {
-        return Ok(Outcome { verdict: Verdict::Denied(denial(hook_name, response.get("status"))), warnings });
+        return Ok(Outcome {
+            verdict: Verdict::Denied(denial(hook_name, response.get("status"))),
+            warnings,
+        });
     }
-    let Some(patch) = response.get("patch").and_then(Value::as_str).filter(|p| !p.is_empty()) else {
-        return Ok(Outcome { verdict: Verdict::Allowed(None), warnings });
+    let Some(patch) = response
+        .get("patch")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(Outcome {
+            verdict: Verdict::Allowed(None),
+            warnings,
+        });
     };
-    let patch_type = response.get("patchType").and_then(Value::as_str).unwrap_or("");
+    let patch_type = response
+        .get("patchType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if patch_type != "JSONPatch" {
-        return Err(CallError::Patch(format!("unsupported patch type {patch_type:?}")));
+        return Err(CallError::Patch(format!(
+            "unsupported patch type {patch_type:?}"
+        )));
     }
-    let bytes = STANDARD.decode(patch).map_err(|e| CallError::Patch(format!("failed to decode webhook patch: {e}")))?;
-    let operations: json_patch::Patch =
-        serde_json::from_slice(&bytes).map_err(|e| CallError::Patch(format!("failed to decode webhook patch: {e}")))?;
+    let bytes = STANDARD
+        .decode(patch)
+        .map_err(|e| CallError::Patch(format!("failed to decode webhook patch: {e}")))?;
+    let operations: json_patch::Patch = serde_json::from_slice(&bytes)
+        .map_err(|e| CallError::Patch(format!("failed to decode webhook patch: {e}")))?;
     let mut patched = object.clone();
-    json_patch::patch(&mut patched, &operations)
-        .map_err(|e| CallError::Patch(format!("failed to apply patch from webhook \"{hook_name}\": {e}")))?;
-    Ok(Outcome { verdict: Verdict::Allowed(Some(patched)), warnings })
+    json_patch::patch(&mut patched, &operations).map_err(|e| {
+        CallError::Patch(format!(
+            "failed to apply patch from webhook \"{hook_name}\": {e}"
+        ))
+    })?;
+    Ok(Outcome {
+        verdict: Verdict::Allowed(Some(patched)),
+        warnings,
+    })
 }
 
 /// The error a denying webhook's `status` becomes (never below 400, never `Success`).
 fn denial(hook_name: &str, status: Option<&Value>) -> ApiError {
     let denied_by = format!("admission webhook \"{hook_name}\" denied the request");
-    let text = |k: &str| status.and_then(|s| s.get(k)).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |k: &str| {
+        status
+            .and_then(|s| s.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let message = match (text("message"), text("reason")) {
         (m, _) if !m.is_empty() => format!("{denied_by}: {m}"),
         (_, r) if !r.is_empty() => format!("{denied_by}: {r}"),
@@ -315,5 +408,10 @@ fn denial(hook_name: &str, status: Option<&Value>) -> ApiError {
         "Conflict" => "Conflict",
         _ => "BadRequest",
     };
-    ApiError { code, reason, message, details: status.and_then(|s| s.get("details")).cloned() }
+    ApiError {
+        code,
+        reason,
+        message,
+        details: status.and_then(|s| s.get("details")).cloned(),
+    }
 }

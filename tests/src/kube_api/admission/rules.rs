@@ -8,8 +8,11 @@ use super::super::selectors::{LabelSelector, labels_of};
 use super::Attributes;
 
 fn listed(list: Option<&Value>, wanted: &str) -> bool {
-    list.and_then(Value::as_array)
-        .is_some_and(|items| items.iter().any(|i| i.as_str().is_some_and(|i| i == "*" || i == wanted)))
+    list.and_then(Value::as_array).is_some_and(|items| {
+        items
+            .iter()
+            .any(|i| i.as_str().is_some_and(|i| i == "*" || i == wanted))
+    })
 }
 
 fn resource_listed(list: Option<&Value>, resource: &str, subresource: &str) -> bool {
@@ -32,7 +35,11 @@ fn rule_matches(rule: &Value, attributes: &Attributes<'_>) -> bool {
         && listed(rule.get("operations"), attributes.operation.as_str())
         && listed(rule.get("apiGroups"), resource.group)
         && listed(rule.get("apiVersions"), resource.version)
-        && resource_listed(rule.get("resources"), resource.plural, attributes.subresource.unwrap_or(""))
+        && resource_listed(
+            rule.get("resources"),
+            resource.plural,
+            attributes.subresource.unwrap_or(""),
+        )
 }
 
 pub fn rules_match(webhook: &Value, attributes: &Attributes<'_>) -> bool {
@@ -51,7 +58,8 @@ pub fn selectors_match(
     namespace_labels: Option<&Value>,
 ) -> Result<bool, String> {
     let namespace_selector = LabelSelector::from_object(webhook.get("namespaceSelector"))?;
-    let applies_to_namespace = attributes.resource.namespaced || attributes.resource.plural == "namespaces";
+    let applies_to_namespace =
+        attributes.resource.namespaced || attributes.resource.plural == "namespaces";
     if applies_to_namespace && !namespace_selector.is_empty() {
         let labels = namespace_labels.map(labels_of).unwrap_or_default();
         if !namespace_selector.matches_labels(&labels) {
@@ -63,6 +71,8 @@ pub fn selectors_match(
         return Ok(true);
     }
     let new_matches = object_selector.matches_labels(&labels_of(object));
-    let old_matches = attributes.old.is_some_and(|old| object_selector.matches_labels(&labels_of(old)));
+    let old_matches = attributes
+        .old
+        .is_some_and(|old| object_selector.matches_labels(&labels_of(old)));
     Ok(new_matches || old_matches)
 }
