@@ -80,7 +80,7 @@ entry becomes "" (no such request or limit).
 {{- define "sidelb.proxy.resourceEnv" -}}
 {{- $r := .Values.proxy.resources | default dict }}
 {{- $requests := $r.requests | default dict }}
-{{- $limits := $r.limits | default dict }}
+{{- $limits := $r.limits | default dict -}}
 - name: SIDELB_PROXY_CPU_REQUEST
   value: {{ $requests.cpu | default "" | toString | quote }}
 - name: SIDELB_PROXY_MEMORY_REQUEST
@@ -102,14 +102,15 @@ SETTINGS) and checked against it by a test, so the names cannot drift.
 {{- range (.Files.Get "files/proxy-settings.json" | fromJson).settings }}
 {{- $_ := set $known (trimPrefix "sidelb.io/" .annotation) .injectorEnv }}
 {{- end }}
+{{- $env := list }}
 {{- range $key, $value := .Values.proxy.settings }}
-{{- $env := get $known $key }}
-{{- if not $env }}
+{{- $name := get $known $key }}
+{{- if not $name }}
 {{- fail (printf "proxy.settings.%s: no such proxy setting; see the annotation table in the chart's README" $key) }}
 {{- end }}
-- name: {{ $env }}
-  value: {{ $value | toString | quote }}
+{{- $env = append $env (dict "name" $name "value" (toString $value)) }}
 {{- end }}
+{{- with $env }}{{ toYaml . }}{{ end }}
 {{- end }}
 
 {{/*
