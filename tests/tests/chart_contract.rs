@@ -137,7 +137,13 @@ fn annotation_table() -> String {
             ),
         };
         let help = format!("{} (proxy variable `{}`)", s.help, s.env);
-        row(annotation, &code(s.default), &chart, &s.kind.accepted(), &help);
+        row(
+            annotation,
+            &code(s.default),
+            &chart,
+            &s.kind.accepted(),
+            &help,
+        );
     }
 
     // Written by the injector.
@@ -191,13 +197,21 @@ fn chart_readme_lists_every_annotation() {
 #[test]
 fn injector_defaults_follow_the_rule_the_chart_relies_on() {
     // The chart sets SIDELB_DEFAULT_BALANCER and SIDELB_DEFAULT_LOG by name.
-    let by = |env| settings::Setting::by_env(env).unwrap().injector_default_env();
+    let by = |env| {
+        settings::Setting::by_env(env)
+            .unwrap()
+            .injector_default_env()
+    };
     assert_eq!(
         by(settings::BALANCER).as_deref(),
         Some("SIDELB_DEFAULT_BALANCER")
     );
     assert_eq!(by(settings::LOG).as_deref(), Some("SIDELB_DEFAULT_LOG"));
-    for annotation in ["sidelb.io/balancer", "sidelb.io/log-level", "sidelb.io/upstreams"] {
+    for annotation in [
+        "sidelb.io/balancer",
+        "sidelb.io/log-level",
+        "sidelb.io/upstreams",
+    ] {
         assert!(
             settings::Setting::by_annotation(annotation).is_some(),
             "{annotation} is no longer a setting"
