@@ -17,9 +17,11 @@ import threading
 import time
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 
-from chart import REPO, injector_binary, render
+from chart import KUBE_VERSIONS, REPO, injector_binary, render
+from pod_security import violations
 from test_render import OVERRIDES
 
 LISTENING = re.compile(r"sidelb-injector listening on https://127\.0\.0\.1:(\d+)")
@@ -171,6 +173,17 @@ def start(binary, tmp_path):
         injector.stop()
 
 
+def check_injected_pod(pod):
+    """The patched pod is valid for every supported Kubernetes version, and the
+    proxy passes Pod Security `restricted` on its own (the app is the user's)."""
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+    proxy = proxy_of(pod)
+    mounted = {m["name"] for m in proxy.get("volumeMounts") or []}
+    alone = {"containers": [proxy], "volumes": [v for v in pod["spec"].get("volumes") or [] if v["name"] in mounted]}
+    assert violations(alone) == []
+
+
 def proxy_of(pod):
     spec = pod["spec"]
     found = [c for c in (spec.get("initContainers") or []) + spec["containers"] if c["name"] == "sidelb-proxy"]
@@ -206,6 +219,7 @@ def test_injects_the_proxy_the_default_values_describe(start):
     assert env["SIDELB_BALANCER"] == "p2c-ewma"
     assert env["SIDELB_LOG"] == "info"
     assert proxy["resources"] == {"requests": {"cpu": "10m", "memory": "20Mi"}, "limits": {"memory": "64Mi"}}
+    check_injected_pod(pod)
 
 
 def test_injects_the_proxy_the_overridden_values_describe(start):
@@ -225,6 +239,7 @@ def test_injects_the_proxy_the_overridden_values_describe(start):
     assert env["SIDELB_LOG_FORMAT"] == "json"
     assert env["SIDELB_EJECTION_FAILURES"] == "3"
     assert proxy["resources"] == OVERRIDES["proxy"]["resources"]
+    check_injected_pod(pod)
 
 
 def test_a_pods_annotation_beats_the_chart_default(start):
