@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::crud;
+use super::delete;
 use super::faults::Mode;
 use super::kubeconfig;
 use super::resources::{self, ResourceType};
@@ -332,7 +333,7 @@ impl FakeApiServer {
         name: &str,
     ) -> Result<Value, ApiError> {
         let resource = Self::resource(api_version, kind)?;
-        crud::delete_direct(
+        delete::delete_direct(
             &self.shared,
             resource,
             Self::namespace(resource, namespace),

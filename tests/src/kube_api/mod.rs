@@ -15,6 +15,7 @@
 mod admission;
 mod crud;
 mod defaults;
+mod delete;
 mod discovery;
 mod dispatch;
 mod faults;
@@ -23,6 +24,7 @@ mod kubeconfig;
 mod list_watch;
 mod meta;
 mod patch;
+mod protobuf;
 mod request;
 mod resources;
 mod response;
