@@ -227,6 +227,28 @@ async fn list_get_create_patch_and_errors() {
         "endpointslices.discovery.k8s.io is forbidden: User \"system:admin\" cannot list resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"default\""
     );
     server.clear_faults();
+    server.forbid_verb("discovery.k8s.io", "endpointslices", "watch");
+    slices
+        .list(&ListParams::default())
+        .await
+        .expect("list is still allowed");
+    let err = slices
+        .watch(&WatchParams::default(), "0")
+        .await
+        .err()
+        .expect("watch is forbidden");
+    let kube::Error::Api(status) = err else {
+        panic!("not a Status")
+    };
+    assert_eq!(status.code, 403);
+    assert!(
+        status
+            .message
+            .contains("cannot watch resource \"endpointslices\""),
+        "{}",
+        status.message
+    );
+    server.allow("discovery.k8s.io", "endpointslices");
     server.set_fault_mode(FaultMode::Fail);
     let err = slices
         .list(&ListParams::default())

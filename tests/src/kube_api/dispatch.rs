@@ -157,7 +157,10 @@ async fn resource(
     let verb = verb(&parts.method, path, query)?;
     let resource = path.resource;
     shared.stats.count(resource.plural, verb);
-    if shared.faults.is_forbidden(resource.group, resource.plural) {
+    if shared
+        .faults
+        .is_forbidden(resource.group, resource.plural, verb)
+    {
         return Err(ApiError::forbidden(
             &shared.settings.user,
             verb,
@@ -214,7 +217,9 @@ fn control(shared: &Shared, command: &str, query: &Query) -> Result<Response<Bod
             };
             shared.faults.set_mode(mode);
         }
-        "forbid" => shared.faults.forbid(group, resource),
+        "forbid" => shared
+            .faults
+            .forbid(group, resource, query.get("verb").unwrap_or("*")),
         "allow" => shared.faults.allow(group, resource),
         "clear" => shared.faults.clear(),
         "stats" => return Ok(response::json(StatusCode::OK, &shared.stats.snapshot())),

@@ -406,9 +406,15 @@ impl FakeApiServer {
 
     /// Answers every request for `group`/`resource` (`""` for core) with 403 Forbidden.
     pub fn forbid(&self, group: &str, resource: &str) {
-        self.shared.faults.forbid(group, resource);
+        self.shared.faults.forbid(group, resource, "*");
     }
 
+    /// Answers one verb (`list`, `watch`, `get`, ...) on `group`/`resource` with 403.
+    pub fn forbid_verb(&self, group: &str, resource: &str, verb: &str) {
+        self.shared.faults.forbid(group, resource, verb);
+    }
+
+    /// Lifts every prohibition on `group`/`resource`.
     pub fn allow(&self, group: &str, resource: &str) {
         self.shared.faults.allow(group, resource);
     }
