@@ -635,3 +635,50 @@ async fn hanging_requests_complete_once_the_fault_clears() {
         .expect("list");
     assert_eq!(listed, 4, "the four namespaces every cluster starts with");
 }
+
+#[tokio::test]
+async fn fault_hooks_over_http() {
+    let server = FakeApiServer::start().expect("server starts");
+    let client = client_for(&server).await;
+    let fake = |path: &str| {
+        let client = client.clone();
+        let request = http::Request::post(path).body(Vec::new()).expect("request");
+        async move {
+            client
+                .request_text(request)
+                .await
+                .expect("control endpoint answers")
+        }
+    };
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+
+    fake("/fake/forbid?resource=namespaces&verb=list").await;
+    let err = namespaces
+        .list(&ListParams::default())
+        .await
+        .expect_err("forbidden");
+    let kube::Error::Api(status) = err else {
+        panic!("not a Status")
+    };
+    assert_eq!(
+        status.message,
+        "namespaces is forbidden: User \"system:admin\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"
+    );
+    namespaces
+        .get("default")
+        .await
+        .expect("get is still allowed");
+    fake("/fake/fault?mode=fail").await;
+    assert!(namespaces.get("default").await.is_err());
+    fake("/fake/clear").await;
+    namespaces
+        .list(&ListParams::default())
+        .await
+        .expect("cleared");
+
+    let stats: Value = serde_json::from_str(&fake("/fake/stats").await).expect("stats are JSON");
+    assert_eq!(stats["requests"]["namespaces list"], 2);
+    let before = server.resource_version();
+    fake("/fake/restart-with-compaction").await;
+    assert!(server.resource_version() > before);
+}
