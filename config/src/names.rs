@@ -12,6 +12,10 @@ pub const OUTBOUND_PORT: u16 = 4140;
 pub const ADMIN_PORT: u16 = 4191;
 pub const INJECTOR_PORT: u16 = 8443;
 
+/// Injector paths: the webhook configuration points at `INJECTOR_MUTATE_PATH`.
+pub const INJECTOR_MUTATE_PATH: &str = "/mutate";
+pub const INJECTOR_HEALTH_PATH: &str = "/healthz";
+
 /// Admin server paths.
 pub const LIVE_PATH: &str = "/live";
 pub const READY_PATH: &str = "/ready";
@@ -48,6 +52,8 @@ pub mod injector_env {
     pub const ADDR: &str = "SIDELB_INJECTOR_ADDR";
     pub const TLS_CERT: &str = "SIDELB_TLS_CERT";
     pub const TLS_KEY: &str = "SIDELB_TLS_KEY";
+    /// How often the certificate and key files are checked for a change.
+    pub const TLS_RELOAD_INTERVAL: &str = "SIDELB_TLS_RELOAD_INTERVAL";
     pub const PROXY_IMAGE: &str = "SIDELB_PROXY_IMAGE";
     pub const PROXY_IMAGE_PULL_POLICY: &str = "SIDELB_PROXY_IMAGE_PULL_POLICY";
     /// `true` (default): native sidecar; `false`: a regular first container.

@@ -91,11 +91,18 @@ impl ProxyConfig {
                 None => Ok(setting.default.to_owned()),
             }
         };
-        let dur = |env: &str| -> Result<Duration, ConfigError> { at(env, value::duration(&get(env)?, true)) };
-        let num = |env: &str| -> Result<u64, ConfigError> { at(env, value::count(&get(env)?, 0, u64::MAX)) };
+        let dur = |env: &str| -> Result<Duration, ConfigError> {
+            at(env, value::duration(&get(env)?, true))
+        };
+        let num = |env: &str| -> Result<u64, ConfigError> {
+            at(env, value::count(&get(env)?, 0, u64::MAX))
+        };
 
         let pod_namespace = get(s::POD_NAMESPACE)?;
-        let upstreams = at(s::UPSTREAMS, upstreams::parse(&get(s::UPSTREAMS)?, &pod_namespace))?;
+        let upstreams = at(
+            s::UPSTREAMS,
+            upstreams::parse(&get(s::UPSTREAMS)?, &pod_namespace),
+        )?;
         let discovery = match value::discovery(&get(s::DISCOVERY)?) {
             Ok(None) => Discovery::Kubernetes,
             Ok(Some(path)) => Discovery::File(PathBuf::from(path)),
@@ -112,7 +119,10 @@ impl ProxyConfig {
         };
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
         let config = ProxyConfig {
-            outbound_addr: at(s::OUTBOUND_ADDR, value::socket_addr(&get(s::OUTBOUND_ADDR)?))?,
+            outbound_addr: at(
+                s::OUTBOUND_ADDR,
+                value::socket_addr(&get(s::OUTBOUND_ADDR)?),
+            )?,
             admin_addr: at(s::ADMIN_ADDR, value::socket_addr(&get(s::ADMIN_ADDR)?))?,
             upstreams,
             discovery,

@@ -13,7 +13,9 @@ pub fn check(value: &str) -> Result<(), String> {
     let v = value.trim();
     let v = v.strip_prefix('+').unwrap_or(v);
     if v.starts_with('-') {
-        return Err(format!("`{value}` is negative; resources must be zero or more"));
+        return Err(format!(
+            "`{value}` is negative; resources must be zero or more"
+        ));
     }
     let number_len = v
         .bytes()
@@ -46,15 +48,68 @@ pub fn check(value: &str) -> Result<(), String> {
     }
 }
 
+/// A quantity's value as a number (`64Mi` → 67108864.0, `100m` → 0.1), to
+/// compare a request with its limit. Checks the syntax first.
+pub fn value(quantity: &str) -> Result<f64, String> {
+    check(quantity)?;
+    let v = quantity.trim();
+    let v = v.strip_prefix('+').unwrap_or(v);
+    let split = v
+        .bytes()
+        .position(|b| !(b.is_ascii_digit() || b == b'.'))
+        .unwrap_or(v.len());
+    let (number, suffix) = v.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{quantity}` is not a number"))?;
+    let scale = match suffix {
+        "" => 1.0,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        exponent => {
+            let power: i32 = exponent[1..]
+                .parse()
+                .map_err(|_| format!("`{quantity}` has a bad exponent"))?;
+            10f64.powi(power)
+        }
+    };
+    Ok(number * scale)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, value};
 
     #[test]
     fn accepts_what_kubernetes_accepts() {
-        for ok in ["100m", "0.5", "1", "64Mi", "128M", "1Gi", "2e3", "1E-2", ".5", "+1"] {
+        for ok in [
+            "100m", "0.5", "1", "64Mi", "128M", "1Gi", "2e3", "1E-2", ".5", "+1",
+        ] {
             assert!(check(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(value("64Mi"), Ok(64.0 * 1024.0 * 1024.0));
+        assert_eq!(value("100m"), Ok(0.1));
+        assert_eq!(value("2e3"), Ok(2000.0));
+        assert_eq!(value("+1.5"), Ok(1.5));
+        assert!(value("128M").unwrap() < value("128Mi").unwrap());
+        assert!(value("x").is_err());
     }
 
     #[test]

@@ -21,14 +21,9 @@ pub struct Setting {
 }
 
 impl Setting {
-    /// The long flag: the variable without `SIDELB_`, lower-case, `-` for `_`
-    /// (`SIDELB_OUTBOUND_ADDR` → `outbound-addr`, `POD_NAMESPACE` → `pod-namespace`).
+    /// The long flag of this setting's variable, see [`flag_for`].
     pub fn flag(&self) -> String {
-        self.env
-            .strip_prefix("SIDELB_")
-            .unwrap_or(self.env)
-            .to_ascii_lowercase()
-            .replace('_', "-")
+        flag_for(self.env)
     }
 
     /// The injector's variable that sets this setting's default for every
@@ -53,10 +48,18 @@ impl Setting {
     }
 
     pub fn by_annotation(annotation: &str) -> Option<&'static Setting> {
-        SETTINGS
-            .iter()
-            .find(|s| s.annotation == Some(annotation))
+        SETTINGS.iter().find(|s| s.annotation == Some(annotation))
     }
+}
+
+/// The long flag of an environment variable, for the proxy and the injector
+/// alike: the variable without `SIDELB_`, lower-case, `-` for `_`
+/// (`SIDELB_OUTBOUND_ADDR` → `outbound-addr`, `POD_NAMESPACE` → `pod-namespace`).
+pub fn flag_for(env: &str) -> String {
+    env.strip_prefix("SIDELB_")
+        .unwrap_or(env)
+        .to_ascii_lowercase()
+        .replace('_', "-")
 }
 
 pub const OUTBOUND_ADDR: &str = "SIDELB_OUTBOUND_ADDR";
@@ -114,58 +117,188 @@ const fn count(min: u64, max: u64) -> Kind {
 }
 
 pub static SETTINGS: &[Setting] = &[
-    setting(OUTBOUND_ADDR, None, "127.0.0.1:4140", Kind::SocketAddr,
-        "listener that routes each request by its :authority (or Host)"),
-    setting(UPSTREAMS, Some("sidelb.io/upstreams"), "", Kind::Upstreams,
-        "port-mapped listeners: `svc[.ns]:port=localport,…`"),
-    setting(ADMIN_ADDR, None, "127.0.0.1:4191", Kind::SocketAddr,
-        "admin server: /live, /ready, /metrics, /endpoints"),
-    setting(DISCOVERY, None, "kubernetes", Kind::Discovery,
-        "where endpoints come from: `kubernetes` or `file:PATH`"),
-    setting(BALANCER, Some("sidelb.io/balancer"), "p2c-ewma", Kind::OneOf(BALANCERS),
-        "how each request picks an endpoint"),
-    setting(CLUSTER_DOMAIN, Some("sidelb.io/cluster-domain"), "cluster.local", Kind::DnsName,
-        "cluster DNS domain, for authorities like `svc.ns.svc.cluster.local`"),
-    setting(POD_NAMESPACE, None, "default", Kind::DnsName,
-        "namespace of short service names (set from the downward API)"),
-    setting(POD_NAME, None, "", Kind::Text,
-        "this pod's name, for logs (set from the downward API)"),
-    setting(LOG, Some("sidelb.io/log-level"), "info", Kind::LogFilter,
-        "log filter: a level or `target=level,…`"),
-    setting(LOG_FORMAT, Some("sidelb.io/log-format"), "plain", Kind::OneOf(LOG_FORMATS),
-        "log format: `plain` or `json`"),
-    setting(WORKERS, Some("sidelb.io/workers"), "1", count(1, 64),
-        "threads that serve traffic"),
-    setting(HEADER_READ_TIMEOUT, Some("sidelb.io/header-read-timeout"), "10s", duration(false),
-        "a connection that has not sent its HTTP/2 preface or request head by then is closed"),
-    setting(MAX_HEADER_BYTES, Some("sidelb.io/max-header-bytes"), "65536", count(1024, 1 << 20),
-        "largest request header block accepted, in bytes"),
-    setting(MAX_IN_FLIGHT, Some("sidelb.io/max-in-flight"), "10000", count(1, 1_000_000),
-        "requests in flight per service; above it requests fail at once with UNAVAILABLE"),
-    setting(CONNECT_TIMEOUT, Some("sidelb.io/connect-timeout"), "1s", duration(false),
-        "time to open a connection to an endpoint"),
-    setting(KEEPALIVE_INTERVAL, Some("sidelb.io/keepalive-interval"), "10s", duration(true),
-        "HTTP/2 PING interval on endpoint connections; `0s` turns pings off"),
-    setting(KEEPALIVE_TIMEOUT, Some("sidelb.io/keepalive-timeout"), "20s", duration(false),
-        "an endpoint connection whose PING is not answered by then is closed"),
-    setting(RETRY_BUDGET_PERCENT, Some("sidelb.io/retry-budget-percent"), "20", count(0, 1000),
-        "retries of never-sent requests allowed, as a percentage of recent requests"),
-    setting(RETRY_BUDGET_MIN_PER_SECOND, Some("sidelb.io/retry-budget-min-per-second"), "10", count(0, 1_000_000),
-        "retries per second always allowed on top of the percentage"),
-    setting(EJECTION_FAILURES, Some("sidelb.io/ejection-failures"), "5", count(0, 10_000),
-        "consecutive failures that eject an endpoint; `0` turns ejection off"),
-    setting(EJECTION_BASE_TIME, Some("sidelb.io/ejection-base-time"), "10s", duration(false),
-        "first ejection time; it doubles with each repeat"),
-    setting(EJECTION_MAX_TIME, Some("sidelb.io/ejection-max-time"), "5m", duration(false),
-        "longest ejection time"),
-    setting(EJECTION_MAX_PERCENT, Some("sidelb.io/ejection-max-percent"), "50", count(0, 100),
-        "most of a service's endpoints ejected at once, in percent (at least one)"),
-    setting(SLOW_START, Some("sidelb.io/slow-start"), "0s", duration(true),
-        "a new endpoint's share ramps up over this window; `0s` turns it off"),
-    setting(SHUTDOWN_GRACE, Some("sidelb.io/shutdown-grace"), "0s", duration(true),
-        "after SIGTERM, keep serving new requests this long before draining"),
-    setting(DRAIN_TIMEOUT, Some("sidelb.io/drain-timeout"), "30s", duration(false),
-        "after the grace, longest wait for in-flight requests before exiting"),
+    setting(
+        OUTBOUND_ADDR,
+        None,
+        "127.0.0.1:4140",
+        Kind::SocketAddr,
+        "listener that routes each request by its :authority (or Host)",
+    ),
+    setting(
+        UPSTREAMS,
+        Some("sidelb.io/upstreams"),
+        "",
+        Kind::Upstreams,
+        "port-mapped listeners: `svc[.ns]:port=localport,…`",
+    ),
+    setting(
+        ADMIN_ADDR,
+        None,
+        "127.0.0.1:4191",
+        Kind::SocketAddr,
+        "admin server: /live, /ready, /metrics, /endpoints",
+    ),
+    setting(
+        DISCOVERY,
+        None,
+        "kubernetes",
+        Kind::Discovery,
+        "where endpoints come from: `kubernetes` or `file:PATH`",
+    ),
+    setting(
+        BALANCER,
+        Some("sidelb.io/balancer"),
+        "p2c-ewma",
+        Kind::OneOf(BALANCERS),
+        "how each request picks an endpoint",
+    ),
+    setting(
+        CLUSTER_DOMAIN,
+        Some("sidelb.io/cluster-domain"),
+        "cluster.local",
+        Kind::DnsName,
+        "cluster DNS domain, for authorities like `svc.ns.svc.cluster.local`",
+    ),
+    setting(
+        POD_NAMESPACE,
+        None,
+        "default",
+        Kind::DnsName,
+        "namespace of short service names (set from the downward API)",
+    ),
+    setting(
+        POD_NAME,
+        None,
+        "",
+        Kind::Text,
+        "this pod's name, for logs (set from the downward API)",
+    ),
+    setting(
+        LOG,
+        Some("sidelb.io/log-level"),
+        "info",
+        Kind::LogFilter,
+        "log filter: a level or `target=level,…`",
+    ),
+    setting(
+        LOG_FORMAT,
+        Some("sidelb.io/log-format"),
+        "plain",
+        Kind::OneOf(LOG_FORMATS),
+        "log format: `plain` or `json`",
+    ),
+    setting(
+        WORKERS,
+        Some("sidelb.io/workers"),
+        "1",
+        count(1, 64),
+        "threads that serve traffic",
+    ),
+    setting(
+        HEADER_READ_TIMEOUT,
+        Some("sidelb.io/header-read-timeout"),
+        "10s",
+        duration(false),
+        "a connection that has not sent its HTTP/2 preface or request head by then is closed",
+    ),
+    setting(
+        MAX_HEADER_BYTES,
+        Some("sidelb.io/max-header-bytes"),
+        "65536",
+        count(1024, 1 << 20),
+        "largest request header block accepted, in bytes",
+    ),
+    setting(
+        MAX_IN_FLIGHT,
+        Some("sidelb.io/max-in-flight"),
+        "10000",
+        count(1, 1_000_000),
+        "requests in flight per service; above it requests fail at once with UNAVAILABLE",
+    ),
+    setting(
+        CONNECT_TIMEOUT,
+        Some("sidelb.io/connect-timeout"),
+        "1s",
+        duration(false),
+        "time to open a connection to an endpoint",
+    ),
+    setting(
+        KEEPALIVE_INTERVAL,
+        Some("sidelb.io/keepalive-interval"),
+        "10s",
+        duration(true),
+        "HTTP/2 PING interval on endpoint connections; `0s` turns pings off",
+    ),
+    setting(
+        KEEPALIVE_TIMEOUT,
+        Some("sidelb.io/keepalive-timeout"),
+        "20s",
+        duration(false),
+        "an endpoint connection whose PING is not answered by then is closed",
+    ),
+    setting(
+        RETRY_BUDGET_PERCENT,
+        Some("sidelb.io/retry-budget-percent"),
+        "20",
+        count(0, 1000),
+        "retries of never-sent requests allowed, as a percentage of recent requests",
+    ),
+    setting(
+        RETRY_BUDGET_MIN_PER_SECOND,
+        Some("sidelb.io/retry-budget-min-per-second"),
+        "10",
+        count(0, 1_000_000),
+        "retries per second always allowed on top of the percentage",
+    ),
+    setting(
+        EJECTION_FAILURES,
+        Some("sidelb.io/ejection-failures"),
+        "5",
+        count(0, 10_000),
+        "consecutive failures that eject an endpoint; `0` turns ejection off",
+    ),
+    setting(
+        EJECTION_BASE_TIME,
+        Some("sidelb.io/ejection-base-time"),
+        "10s",
+        duration(false),
+        "first ejection time; it doubles with each repeat",
+    ),
+    setting(
+        EJECTION_MAX_TIME,
+        Some("sidelb.io/ejection-max-time"),
+        "5m",
+        duration(false),
+        "longest ejection time",
+    ),
+    setting(
+        EJECTION_MAX_PERCENT,
+        Some("sidelb.io/ejection-max-percent"),
+        "50",
+        count(0, 100),
+        "most of a service's endpoints ejected at once, in percent (at least one)",
+    ),
+    setting(
+        SLOW_START,
+        Some("sidelb.io/slow-start"),
+        "0s",
+        duration(true),
+        "a new endpoint's share ramps up over this window; `0s` turns it off",
+    ),
+    setting(
+        SHUTDOWN_GRACE,
+        Some("sidelb.io/shutdown-grace"),
+        "0s",
+        duration(true),
+        "after SIGTERM, keep serving new requests this long before draining",
+    ),
+    setting(
+        DRAIN_TIMEOUT,
+        Some("sidelb.io/drain-timeout"),
+        "30s",
+        duration(false),
+        "after the grace, longest wait for in-flight requests before exiting",
+    ),
 ];
 
 #[cfg(test)]
@@ -196,6 +329,8 @@ mod tests {
     fn flags_and_injector_defaults() {
         let s = Setting::by_env(OUTBOUND_ADDR).unwrap();
         assert_eq!(s.flag(), "outbound-addr");
+        assert_eq!(flag_for("SIDELB_DEFAULT_BALANCER"), "default-balancer");
+        assert_eq!(flag_for("POD_NAME"), "pod-name");
         assert_eq!(s.injector_default_env(), None);
         let b = Setting::by_annotation("sidelb.io/balancer").unwrap();
         assert_eq!(b.injector_default_env().unwrap(), "SIDELB_DEFAULT_BALANCER");

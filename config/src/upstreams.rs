@@ -14,7 +14,8 @@ pub struct Upstream {
     pub listen: SocketAddr,
 }
 
-const FORMAT: &str = "expected `service[.namespace]:port=localport`, e.g. `greeter.default:50051=15001`";
+const FORMAT: &str =
+    "expected `service[.namespace]:port=localport`, e.g. `greeter.default:50051=15001`";
 
 /// Parses a comma-separated list. `default_namespace` fills in entries that
 /// name only the Service. Whitespace around entries is ignored; an empty text
@@ -37,9 +38,7 @@ pub fn parse(text: &str, default_namespace: &str) -> Result<Vec<Upstream>, Strin
 }
 
 fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, String> {
-    let (target, local) = entry
-        .split_once('=')
-        .ok_or("there is no `=localport`")?;
+    let (target, local) = entry.split_once('=').ok_or("there is no `=localport`")?;
     let (host, port) = target
         .trim()
         .rsplit_once(':')

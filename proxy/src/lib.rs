@@ -1,1 +1,27 @@
-//! sidelb-proxy.
+//! sidelb-proxy: a localhost sidecar that balances every HTTP/2 request
+//! (every gRPC call) across the ready pods of the Service it is for.
+//!
+//! The data path reads left to right:
+//!
+//! ```text
+//! listener ──▶ router ──▶ balancer ──▶ endpoint connection
+//! (h2c/HTTP/1.1   (authority or    (p2c over peak-EWMA,   (one HTTP/2 connection
+//!  on loopback)    fixed upstream)  outlier ejection,      per pod, kept open,
+//!                                   retry budget)          pinged, reconnected)
+//! ```
+//!
+//! [`discovery`] feeds each service's [`balancer`] with reset/add/remove
+//! updates; [`admin`] shows what the proxy knows; [`app`] wires it together
+//! and runs the shutdown sequence.
+
+pub mod admin;
+pub mod app;
+pub mod balancer;
+pub mod discovery;
+pub mod drain;
+pub mod endpoint;
+pub mod forward;
+pub mod listener;
+pub mod metrics;
+pub mod router;
+pub mod time;

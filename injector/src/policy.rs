@@ -1,0 +1,281 @@
+//! Whether a pod gets the proxy, and with which settings.
+//!
+//! The webhook's namespace and object selectors choose which pods are sent
+//! here; this module only turns down what must be left alone (not a Pod
+//! CREATE, opted out, already injected) and resolves the proxy's settings from
+//! the pod's annotations over the injector's defaults.
+//!
+//! Every annotation is checked before anything is decided, with the same
+//! rules the proxy applies to the variable it becomes ([`Setting::check`]): a
+//! pod with a bad value is refused as a whole, with every bad annotation
+//! named, rather than injected with a proxy that would fail to start.
+
+use crate::config::{self, ProxyResources, RESOURCE_ANNOTATIONS, SidecarDefaults};
+use crate::review::AdmissionRequest;
+use k8s_openapi::api::core::v1::Pod;
+use sidelb_config::names;
+use sidelb_config::settings::{self, SETTINGS};
+use sidelb_config::{Setting, quantity};
+use std::collections::BTreeMap;
+
+/// What to do with one admission request.
+#[derive(Debug)]
+pub enum Decision {
+    Skip(Skip),
+    Inject(Plan),
+    /// Refused, with a message for the user.
+    Refuse(String),
+}
+
+/// Why a request is allowed unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    NotAPod,
+    NotCreate,
+    DisabledByLabel,
+    DisabledByAnnotation,
+    AlreadyInjected,
+}
+
+impl Skip {
+    /// The metrics label and log word.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Skip::NotAPod => "not-a-pod",
+            Skip::NotCreate => "not-create",
+            Skip::DisabledByLabel => "disabled-by-label",
+            Skip::DisabledByAnnotation => "disabled-by-annotation",
+            Skip::AlreadyInjected => "already-injected",
+        }
+    }
+}
+
+/// The resolved sidecar for one pod.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// An init container with `restartPolicy: Always` (else a regular container).
+    pub native: bool,
+    /// Proxy settings to set, by variable, in [`SETTINGS`] order.
+    pub proxy_env: Vec<(&'static str, String)>,
+    pub resources: ProxyResources,
+    /// The name of a projected service-account token volume to add for the
+    /// proxy, when the pod turns automounting off.
+    pub token_volume: Option<String>,
+    /// Annotations to add besides `sidelb.io/injected`.
+    pub annotations: Vec<(&'static str, String)>,
+    /// Unknown `sidelb.io/` annotations, likely typos, for `kubectl` to show.
+    pub warnings: Vec<String>,
+}
+
+/// A Pod CREATE whose object cannot be read as a Pod.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("request.object is missing for a Pod CREATE")]
+    MissingObject,
+    #[error("request.object is not a Pod: {0}")]
+    NotAPod(#[from] serde_json::Error),
+}
+
+/// How long a classic sidecar keeps serving after SIGTERM, so the app can
+/// finish its own shutdown through it.
+pub const CLASSIC_SHUTDOWN_GRACE: &str = "10s";
+
+/// Names the container `kubectl logs` and `exec` pick by default, which would
+/// otherwise be the proxy when it is the first container.
+pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
+/// The preferred name of the proxy's own token volume.
+pub const TOKEN_VOLUME: &str = "sidelb-proxy-token";
+
+pub fn decide(req: &AdmissionRequest, defaults: &SidecarDefaults) -> Result<Decision, PolicyError> {
+    if !req.is_pod() {
+        return Ok(Decision::Skip(Skip::NotAPod));
+    }
+    if req.operation != "CREATE" {
+        return Ok(Decision::Skip(Skip::NotCreate));
+    }
+    let object = req.object.as_ref().filter(|o| !o.is_null());
+    let pod: Pod = serde_json::from_value(object.ok_or(PolicyError::MissingObject)?.clone())?;
+    if has_proxy(&pod) {
+        return Ok(Decision::Skip(Skip::AlreadyInjected));
+    }
+    let disabled = |map: &Option<BTreeMap<String, String>>| {
+        map.as_ref()
+            .and_then(|m| m.get(names::INJECT))
+            .map(|v| v.trim())
+            == Some(names::INJECT_DISABLED)
+    };
+    if disabled(&pod.metadata.labels) {
+        return Ok(Decision::Skip(Skip::DisabledByLabel));
+    }
+    if disabled(&pod.metadata.annotations) {
+        return Ok(Decision::Skip(Skip::DisabledByAnnotation));
+    }
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    Ok(match plan(&pod, &annotations, defaults) {
+        Ok(plan) => Decision::Inject(plan),
+        Err(problems) => Decision::Refuse(problems.join("; ")),
+    })
+}
+
+fn has_proxy(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    let init = spec.init_containers.iter().flatten();
+    spec.containers
+        .iter()
+        .chain(init)
+        .any(|c| c.name == names::PROXY_CONTAINER)
+}
+
+/// The plan, or every problem found in the annotations.
+fn plan(
+    pod: &Pod,
+    annotations: &BTreeMap<String, String>,
+    defaults: &SidecarDefaults,
+) -> Result<Plan, Vec<String>> {
+    let mut problems = Vec::new();
+    let annotation = |key: &str| annotations.get(key).map(|v| v.trim().to_owned());
+
+    let mut proxy_env = Vec::new();
+    for setting in SETTINGS {
+        let Some(key) = setting.annotation else {
+            continue;
+        };
+        let value = match annotation(key) {
+            Some(v) => match setting.check(key, &v) {
+                Ok(()) => v,
+                Err(why) => {
+                    problems.push(why);
+                    continue;
+                }
+            },
+            None => match defaults
+                .proxy_env
+                .iter()
+                .find(|(s, _)| s.env == setting.env)
+            {
+                Some((_, v)) => v.clone(),
+                None => continue,
+            },
+        };
+        proxy_env.push((setting.env, value));
+    }
+
+    let native = match annotation(names::NATIVE_SIDECAR) {
+        None => defaults.native_sidecar,
+        Some(v) => config::parse_bool(&v).unwrap_or_else(|| {
+            problems.push(format!(
+                "{}: {}",
+                names::NATIVE_SIDECAR,
+                config::bool_error(&v)
+            ));
+            defaults.native_sidecar
+        }),
+    };
+    if !native
+        && !proxy_env
+            .iter()
+            .any(|(env, _)| *env == settings::SHUTDOWN_GRACE)
+    {
+        proxy_env.push((settings::SHUTDOWN_GRACE, CLASSIC_SHUTDOWN_GRACE.to_owned()));
+        proxy_env.sort_by_key(|(env, _)| SETTINGS.iter().position(|s| s.env == *env));
+    }
+
+    let mut resource = |key: &str, default: &Option<String>| match annotation(key) {
+        None => default.clone(),
+        Some(v) => match quantity::check(&v) {
+            Ok(()) => Some(v),
+            Err(why) => {
+                problems.push(format!("{key}: {why}"));
+                None
+            }
+        },
+    };
+    let r = &defaults.resources;
+    let [cpu_req, mem_req, cpu_lim, mem_lim] = RESOURCE_ANNOTATIONS.map(|(key, _)| key);
+    let resources = ProxyResources {
+        cpu_request: resource(cpu_req, &r.cpu_request),
+        memory_request: resource(mem_req, &r.memory_request),
+        cpu_limit: resource(cpu_lim, &r.cpu_limit),
+        memory_limit: resource(mem_lim, &r.memory_limit),
+    };
+
+    for (request, limit, req_key, lim_key) in [
+        (
+            &resources.cpu_request,
+            &resources.cpu_limit,
+            cpu_req,
+            cpu_lim,
+        ),
+        (
+            &resources.memory_request,
+            &resources.memory_limit,
+            mem_req,
+            mem_lim,
+        ),
+    ] {
+        let (Some(request), Some(limit)) = (request, limit) else {
+            continue;
+        };
+        let (Ok(r), Ok(l)) = (quantity::value(request), quantity::value(limit)) else {
+            continue;
+        };
+        if r > l {
+            problems.push(format!(
+                "{req_key}: `{request}` is above the limit `{limit}`; Kubernetes refuses a request above its limit, so raise {lim_key} too"
+            ));
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let automount_off = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.automount_service_account_token)
+        == Some(false);
+    let first_app_container = pod.spec.as_ref().and_then(|s| s.containers.first());
+    let default_container = match first_app_container {
+        Some(c) if !native && !annotations.contains_key(DEFAULT_CONTAINER) => {
+            vec![(DEFAULT_CONTAINER, c.name.clone())]
+        }
+        _ => Vec::new(),
+    };
+    Ok(Plan {
+        native,
+        proxy_env,
+        resources,
+        token_volume: automount_off.then(|| free_volume_name(pod)),
+        annotations: default_container,
+        warnings: unknown_annotations(annotations),
+    })
+}
+
+fn free_volume_name(pod: &Pod) -> String {
+    let taken: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .map(|v| v.name.as_str())
+        .collect();
+    std::iter::once(TOKEN_VOLUME.to_owned())
+        .chain((1..).map(|n| format!("{TOKEN_VOLUME}-{n}")))
+        .find(|name| !taken.contains(&name.as_str()))
+        .unwrap_or_else(|| TOKEN_VOLUME.to_owned())
+}
+
+/// Every annotation key the injector reads or writes.
+fn known_annotation(key: &str) -> bool {
+    [names::INJECT, names::INJECTED, names::NATIVE_SIDECAR].contains(&key)
+        || RESOURCE_ANNOTATIONS.iter().any(|(k, _)| *k == key)
+        || Setting::by_annotation(key).is_some()
+}
+
+fn unknown_annotations(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    annotations
+        .keys()
+        .filter(|k| k.starts_with("sidelb.io/") && !known_annotation(k))
+        .map(|k| format!("annotation {k} is not a sidelb setting and is ignored; see the sidelb README for the annotations"))
+        .collect()
+}

@@ -1,0 +1,249 @@
+//! The HTTPS server: TLS, HTTP/1.1 and HTTP/2, routing, limits.
+//!
+//! kube-apiserver calls the webhook over TLS with either ALPN protocol and on
+//! a path with a query (`/mutate?timeout=10s`), so requests are routed on the
+//! path alone and both protocols are served on one port. Each connection runs
+//! in its own task; a slow or broken client costs one task, bounded by the
+//! handshake and header timeouts, and never the server.
+//!
+//! Errors the server answers itself are `meta/v1` Status documents, the shape
+//! kube-apiserver reads a failed webhook call's reason from.
+
+use crate::config::SidecarDefaults;
+use crate::metrics::{self, Metrics};
+use crate::webhook;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use sidelb_config::names;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// Largest AdmissionReview accepted; kube-apiserver's own request limit is
+/// 3 MiB, and a review holds the object once (twice for UPDATE).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A review is small and sent at once; a body that trickles is given up on.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every request handler shares.
+pub struct App {
+    pub defaults: SidecarDefaults,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Accepts connections until `shutdown` completes, then lets open ones finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (closing, closed) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let job = connection(tcp, peer, tls.clone(), app.clone(), closed.clone());
+                    connections.spawn(job);
+                }
+                Err(e) => {
+                    // Out of file descriptors, usually: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "closing connections still open after the drain timeout"
+        );
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    app: Arc<App>,
+    mut closed: watch::Receiver<bool>,
+) {
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(route(&app, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let closing = async move {
+        let _ = closed.wait_for(|closed| *closed).await;
+    };
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = closing => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    match req.uri().path() {
+        names::INJECTOR_MUTATE_PATH if method == Method::POST => mutate(app, req).await,
+        names::INJECTOR_HEALTH_PATH | names::METRICS_PATH
+            if method != Method::GET && method != Method::HEAD =>
+        {
+            status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("use GET, not {method}"),
+            )
+        }
+        names::INJECTOR_MUTATE_PATH => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("use POST with an AdmissionReview, not {method}"),
+        ),
+        names::INJECTOR_HEALTH_PATH => {
+            text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
+        }
+        names::METRICS_PATH => text(
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            app.metrics.encode().into(),
+        ),
+        path => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "no such path {path}; the webhook is {}",
+                names::INJECTOR_MUTATE_PATH
+            ),
+        ),
+    }
+}
+
+async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let too_large = || {
+        app.metrics.admission("error", "too-large");
+        status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("the AdmissionReview is larger than {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    );
+    let body = match read.await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(),
+        Err(_) => {
+            app.metrics.admission("error", "slow-body");
+            let message = format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}");
+            return status(StatusCode::REQUEST_TIMEOUT, "Timeout", message);
+        }
+        Ok(Err(e)) => {
+            app.metrics.admission("error", "unreadable");
+            let message = format!("could not read the request body: {e}");
+            return status(StatusCode::BAD_REQUEST, "BadRequest", message);
+        }
+    };
+    match webhook::mutate(&body, &app.defaults) {
+        Ok(answer) => {
+            app.metrics
+                .admission(answer.outcome.result, answer.outcome.reason);
+            text(StatusCode::OK, "application/json", answer.body.into())
+        }
+        Err(e @ webhook::BadReview::Encode(_)) => {
+            app.metrics.admission("error", "internal");
+            tracing::error!(error = %e, "could not answer an admission request");
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        }
+        Err(bad) => {
+            app.metrics.admission("error", "malformed");
+            tracing::warn!(error = %bad, "answered a malformed admission request with 400");
+            status(StatusCode::BAD_REQUEST, "BadRequest", bad.to_string())
+        }
+    }
+}
+
+fn text(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// A `meta/v1` Status error.
+fn status(code: StatusCode, reason: &str, message: String) -> Response<Full<Bytes>> {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    text(code, "application/json", body.to_string().into())
+}
+
+impl App {
+    pub fn new(defaults: SidecarDefaults, metrics: Arc<Metrics>) -> Self {
+        App { defaults, metrics }
+    }
+}

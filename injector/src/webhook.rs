@@ -1,0 +1,128 @@
+//! One AdmissionReview in, one AdmissionReview out: the webhook without HTTP.
+//!
+//! `mutate` reads the review, asks [`policy`] what to do, and answers with the
+//! request's `uid` and, when injecting, the [`patch`]. A body that is not a
+//! review it can answer is a [`BadReview`], which the server turns into a
+//! `400` with the reason; everything else is answered, so a problem with one
+//! pod's annotations reaches the user as a refusal they can read in `kubectl`.
+
+use crate::config::SidecarDefaults;
+use crate::patch::{self, Additions};
+use crate::policy::{self, Decision, PolicyError};
+use crate::review::{self, AdmissionResponse, AdmissionReview, ReviewResponse};
+use crate::sidecar;
+use sidelb_config::names;
+
+/// The injector's version, written into `sidelb.io/injected`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An answered review.
+pub struct Answer {
+    /// The JSON of the response review.
+    pub body: Vec<u8>,
+    pub outcome: Outcome,
+}
+
+/// What happened, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// `injected`, `skipped` or `refused`.
+    pub result: &'static str,
+    pub reason: &'static str,
+}
+
+/// A body the injector cannot answer as a review.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReview {
+    #[error("the body is empty; send an {API} {KIND}", API = review::API_VERSION, KIND = review::KIND)]
+    Empty,
+    #[error("the body is not an {API} {KIND}: {0}", API = review::API_VERSION, KIND = review::KIND)]
+    Json(#[source] serde_json::Error),
+    #[error("`{0}` `{1}` is not an {API} {KIND}", API = review::API_VERSION, KIND = review::KIND)]
+    WrongType(String, String),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+    #[error("request.uid is empty")]
+    NoUid,
+    #[error(transparent)]
+    Pod(#[from] PolicyError),
+    /// Not the request's fault: the answer could not be written.
+    #[error("cannot encode the answer: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadReview> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(BadReview::Empty);
+    }
+    let review: AdmissionReview = serde_json::from_slice(body).map_err(BadReview::Json)?;
+    if review.api_version != review::API_VERSION || review.kind != review::KIND {
+        return Err(BadReview::WrongType(review.api_version, review.kind));
+    }
+    let request = review.request.ok_or(BadReview::NoRequest)?;
+    if request.uid.is_empty() {
+        return Err(BadReview::NoUid);
+    }
+    let decision = policy::decide(&request, defaults)?;
+    let uid = request.uid.clone();
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let pod = pod_name(request.object.as_ref());
+    let (response, outcome) = match decision {
+        Decision::Skip(skip) => {
+            let reason = skip.reason();
+            tracing::debug!(uid, namespace, pod, reason, "left alone");
+            (AdmissionResponse::allow(uid), outcome("skipped", reason))
+        }
+        Decision::Refuse(message) => {
+            tracing::info!(uid, namespace, pod, %message, "refused a pod");
+            let message = format!("sidelb-injector: {message}");
+            let response = AdmissionResponse::refuse(uid, message);
+            (response, outcome("refused", "invalid-annotation"))
+        }
+        Decision::Inject(plan) => {
+            let container = sidecar::container(&plan, defaults);
+            let volume = plan.token_volume.as_deref().map(sidecar::token_volume);
+            let mut annotations = vec![(names::INJECTED, VERSION)];
+            annotations.extend(plan.annotations.iter().map(|(k, v)| (*k, v.as_str())));
+            let additions = Additions {
+                container: &container,
+                native: plan.native,
+                volume: volume.as_ref(),
+                annotations: &annotations,
+            };
+            let object = request.object.as_ref().unwrap_or(&serde_json::Value::Null);
+            let patch = patch::build(object, &additions).and_then(|p| serde_json::to_vec(&p));
+            let patch = patch.map_err(BadReview::Encode)?;
+            let kind = if plan.native {
+                "native-sidecar"
+            } else {
+                "classic-sidecar"
+            };
+            tracing::info!(uid, namespace, pod, kind, "injected sidelb-proxy");
+            let mut response = AdmissionResponse::patch(uid, &patch);
+            response.warnings = plan.warnings;
+            (response, outcome("injected", kind))
+        }
+    };
+    let body = serde_json::to_vec(&ReviewResponse::from(response)).map_err(BadReview::Encode)?;
+    Ok(Answer { body, outcome })
+}
+
+/// The pod's name, or its `generateName` and `*` before it has one.
+fn pod_name(object: Option<&serde_json::Value>) -> String {
+    let metadata = object.map(|o| &o["metadata"]);
+    let field = |key: &str| {
+        metadata
+            .and_then(|m| m[key].as_str())
+            .filter(|s| !s.is_empty())
+    };
+    match (field("name"), field("generateName")) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(prefix)) => format!("{prefix}*"),
+        (None, None) => String::new(),
+    }
+}
+
+fn outcome(result: &'static str, reason: &'static str) -> Outcome {
+    Outcome { result, reason }
+}

@@ -1,0 +1,113 @@
+//! The `sidelb-injector` binary as the chart runs it: configured by
+//! environment variables, logging where it listens, stopping on SIGTERM.
+
+use crate::support::client::{self, Proto};
+use crate::support::pki::{Ca, TempDir};
+use crate::support::reviews::{bare, proxy};
+use crate::support::{Admission, MUTATE};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidelb-injector");
+const BOUND: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn serves_with_environment_configuration_and_stops_on_sigterm() {
+    let dir = TempDir::new("binary");
+    let ca = Ca::new("binary CA");
+    let (cert, key) = ca.leaf("binary").write(dir.path());
+    let mut child = Command::new(BIN)
+        .env("SIDELB_INJECTOR_ADDR", "127.0.0.1:0")
+        .env("SIDELB_TLS_CERT", &cert)
+        .env("SIDELB_TLS_KEY", &key)
+        .env(
+            "SIDELB_PROXY_IMAGE",
+            "registry.example/sidelb/proxy:from-env",
+        )
+        .env("SIDELB_DEFAULT_BALANCER", "round-robin")
+        .env("SIDELB_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = tokio::time::timeout(BOUND, async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if let Some(rest) = line.split("listening on https://").nth(1) {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .expect("an address")
+                    .parse()
+                    .expect("ip:port");
+            }
+        }
+        panic!("the binary exited without listening");
+    })
+    .await
+    .expect("the binary says where it listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let mut conn = client::connect(addr, &ca.pem(), Proto::H2)
+        .await
+        .expect("connect");
+    assert_eq!(conn.get("/healthz").await.status, 200);
+    let review = bare();
+    let reply = conn.post(MUTATE, review.to_string()).await;
+    assert_eq!(reply.status, 200);
+    let answer: Admission = Admission::parse(reply.json());
+    let pod = answer.patched(&review);
+    let sidecar = proxy(&pod).0;
+    assert_eq!(sidecar["image"], "registry.example/sidelb/proxy:from-env");
+    assert!(
+        sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "SIDELB_BALANCER" && e["value"] == "round-robin")
+    );
+    drop(conn);
+
+    let pid = child.id().expect("running").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn refuses_to_start_on_a_bad_value_naming_the_variable() {
+    let output = Command::new(BIN)
+        .env("SIDELB_TLS_CERT", "/nonexistent/tls.crt")
+        .env("SIDELB_TLS_KEY", "/nonexistent/tls.key")
+        .env("SIDELB_DEFAULT_BALANCER", "random")
+        .output()
+        .await
+        .expect("run the binary");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SIDELB_DEFAULT_BALANCER") && stderr.contains("random"),
+        "{stderr}"
+    );
+
+    let output = Command::new(BIN)
+        .env("SIDELB_INJECTOR_ADDR", "127.0.0.1:0")
+        .env("SIDELB_TLS_CERT", "/nonexistent/tls.crt")
+        .env("SIDELB_TLS_KEY", "/nonexistent/tls.key")
+        .output()
+        .await
+        .expect("run the binary");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
+}

@@ -1,0 +1,228 @@
+//! The admin server: liveness, readiness, metrics and a view of every
+//! service's endpoints.
+//!
+//! - `/live`: 200 while the process runs.
+//! - `/ready`: 200 once discovery has answered for every configured
+//!   upstream (and the endpoints file was read), 503 with the reason before.
+//! - `/metrics`: Prometheus text.
+//! - `/endpoints`: JSON, every service and the state of each endpoint.
+
+use crate::balancer::{Balancers, Pool, Resolution};
+use crate::endpoint::{ConnState, Endpoint};
+use crate::metrics::{Metrics, StateLabels};
+use crate::time::now_us;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use sidelb_config::names;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::net::TcpListener;
+
+pub struct Admin {
+    pub balancers: Arc<Balancers>,
+    pub metrics: Arc<Metrics>,
+    pub balancer_name: &'static str,
+    /// `Err(reason)` until the proxy is ready.
+    pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(&req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(body.into()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    res
+}
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+
+impl Admin {
+    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        match req.uri().path() {
+            names::LIVE_PATH => text(StatusCode::OK, "live\n", PLAIN),
+            names::READY_PATH => match (self.ready)() {
+                Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                    PLAIN,
+                ),
+            },
+            names::METRICS_PATH => text(
+                StatusCode::OK,
+                self.metrics.encode(|m| self.refresh_gauges(m)),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            names::ENDPOINTS_PATH => {
+                let view = self.endpoints_view();
+                let body = serde_json::to_vec_pretty(&view).unwrap_or_default();
+                text(StatusCode::OK, body, "application/json")
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /live, /ready, /metrics or /endpoints\n",
+                PLAIN,
+            ),
+        }
+    }
+
+    fn refresh_gauges(&self, m: &Metrics) {
+        for pool in self.balancers.pools() {
+            let endpoints = pool.endpoints();
+            pool.shared.outlier.sweep(endpoints.iter());
+            let mut counts = std::collections::BTreeMap::new();
+            for ep in endpoints.iter() {
+                *counts.entry(state_of(ep)).or_insert(0i64) += 1;
+            }
+            *counts.entry("draining").or_insert(0) += pool.draining().len() as i64;
+            for state in ["ready", "connecting", "down", "ejected", "draining"] {
+                m.endpoints
+                    .get_or_create(&StateLabels {
+                        service: pool.name().to_owned(),
+                        state: state.to_owned(),
+                    })
+                    .set(counts.get(state).copied().unwrap_or(0));
+            }
+        }
+    }
+
+    pub fn endpoints_view(&self) -> EndpointsView {
+        EndpointsView {
+            balancer: self.balancer_name,
+            services: self
+                .balancers
+                .pools()
+                .iter()
+                .map(|p| service_view(p))
+                .collect(),
+        }
+    }
+}
+
+fn state_of(ep: &Endpoint) -> &'static str {
+    if ep.is_removed() {
+        "draining"
+    } else if ep.is_ejected() {
+        "ejected"
+    } else {
+        ep.state().name()
+    }
+}
+
+#[derive(Serialize)]
+pub struct EndpointsView {
+    pub balancer: &'static str,
+    pub services: Vec<ServiceView>,
+}
+
+#[derive(Serialize)]
+pub struct ServiceView {
+    pub service: String,
+    pub name: String,
+    pub namespace: String,
+    pub port: String,
+    /// `resolved`, `pending` or `no-service`.
+    pub resolution: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub in_flight: usize,
+    pub ejected: usize,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Serialize)]
+pub struct EndpointView {
+    pub address: String,
+    pub name: Option<String>,
+    /// `ready`, `connecting`, `down`, `ejected` or `draining`.
+    pub state: &'static str,
+    pub connection: &'static str,
+    pub connections: usize,
+    pub in_flight: usize,
+    pub ewma_ms: f64,
+    pub requests: u64,
+    pub failures: u64,
+    pub consecutive_failures: u32,
+    pub ejections: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejected_for_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+fn service_view(pool: &Pool) -> ServiceView {
+    let endpoints = pool.endpoints();
+    pool.shared.outlier.sweep(endpoints.iter());
+    let (resolution, message) = match pool.resolution() {
+        Resolution::Pending => ("pending", None),
+        Resolution::Resolved => ("resolved", None),
+        Resolution::NoService(why) => ("no-service", Some(why)),
+    };
+    let key = &pool.shared.key;
+    let now = now_us();
+    ServiceView {
+        service: pool.name().to_owned(),
+        name: key.name.clone(),
+        namespace: key.namespace.clone(),
+        port: key.port.to_string(),
+        resolution,
+        message,
+        in_flight: pool.in_flight(),
+        ejected: pool.shared.outlier.ejected(),
+        endpoints: endpoints
+            .iter()
+            .chain(pool.draining().iter())
+            .map(|ep| endpoint_view(ep, now))
+            .collect(),
+    }
+}
+
+fn endpoint_view(ep: &Endpoint, now: u64) -> EndpointView {
+    let until = ep.health.ejected_until_us.load(Relaxed);
+    EndpointView {
+        address: ep.addr.to_string(),
+        name: ep.name(),
+        state: state_of(ep),
+        connection: ep.state().name(),
+        connections: ep.conns.len(),
+        in_flight: ep.in_flight(),
+        ewma_ms: (ep.ewma.estimate(now) / 1000.0 * 1000.0).round() / 1000.0,
+        requests: ep.requests(),
+        failures: ep.failures(),
+        consecutive_failures: ep.health.consecutive_failures.load(Relaxed),
+        ejections: ep.health.ejections.load(Relaxed),
+        ejected_for_ms: (until != 0).then(|| until.saturating_sub(now) / 1000),
+        last_error: (ep.state() != ConnState::Ready)
+            .then(|| ep.last_error())
+            .flatten(),
+    }
+}

@@ -1,0 +1,190 @@
+//! Wiring: discovery, balancers, listeners, admin server, and the shutdown
+//! sequence (grace, then drain, then exit 0).
+
+use crate::admin::{self, Admin};
+use crate::balancer::Balancers;
+use crate::discovery::Discover;
+use crate::discovery::file::{FileDiscovery, FileError};
+use crate::drain::DrainController;
+use crate::forward::h1::H1Client;
+use crate::listener::{self, Shared};
+use crate::metrics::Metrics;
+use crate::router::{AuthorityRouter, Route};
+use sidelb_config::{Discovery, ProxyConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("cannot listen on {addr} ({what}): {source}; is another process using it?")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Discovery(String),
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr,
+            what: what.to_owned(),
+            source,
+        })
+}
+
+/// Everything the running proxy holds; dropping it stops nothing by itself.
+pub struct Running {
+    pub balancers: Arc<Balancers>,
+    pub metrics: Arc<Metrics>,
+    drain: DrainController,
+    draining: Arc<AtomicBool>,
+    config: Arc<ProxyConfig>,
+}
+
+/// Starts every part; returns once all listeners are bound.
+pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let discover: Arc<dyn Discover> = match &config.discovery {
+        Discovery::File(path) => {
+            let file = FileDiscovery::load(path, &config.pod_namespace)?;
+            file.spawn_watch();
+            Arc::new(file)
+        }
+        Discovery::Kubernetes => crate::discovery::kubernetes_source(&config).await?,
+    };
+    let balancers = Balancers::new(discover, config.clone(), metrics.clone());
+    let drain = DrainController::new();
+    let shared = Shared {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        h1: Arc::new(H1Client::new(&config)),
+    };
+
+    let outbound = bind(config.outbound_addr, "SIDELB_OUTBOUND_ADDR").await?;
+    let mut listeners = vec![(
+        outbound,
+        Route::ByAuthority(Arc::new(AuthorityRouter {
+            balancers: balancers.clone(),
+            namespace: config.pod_namespace.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+            listen: config.outbound_addr,
+        })),
+    )];
+    for upstream in &config.upstreams {
+        let what = format!("upstream {}", upstream.service);
+        let listener = bind(upstream.listen, &what).await?;
+        listeners.push((listener, Route::Fixed(balancers.pin(&upstream.service))));
+    }
+    let admin_listener = bind(config.admin_addr, "SIDELB_ADMIN_ADDR").await?;
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let ready = {
+        let balancers = balancers.clone();
+        let draining = draining.clone();
+        move || {
+            if draining.load(Relaxed) {
+                return Err("shutting down".to_string());
+            }
+            balancers.pinned_resolved()
+        }
+    };
+    let admin = Arc::new(Admin {
+        balancers: balancers.clone(),
+        metrics: metrics.clone(),
+        balancer_name: config.balancer.name(),
+        ready: Box::new(ready),
+    });
+    tokio::spawn(admin::serve(admin_listener, admin));
+    for (listener, route) in listeners {
+        let addr = listener.local_addr().ok();
+        let what = match &route {
+            Route::Fixed(pool) => pool.name().to_owned(),
+            Route::ByAuthority(_) => "by authority".to_owned(),
+        };
+        tracing::info!(
+            "listening on {} ({what})",
+            addr.map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(listener::serve(
+            listener,
+            route,
+            shared.clone(),
+            drain.watch(),
+        ));
+    }
+    tokio::spawn(balancers.clone().run_idle_sweeper());
+    tracing::info!(
+        admin = %config.admin_addr,
+        balancer = config.balancer.name(),
+        discovery = ?config.discovery,
+        "sidelb-proxy {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(Running {
+        balancers,
+        metrics,
+        drain,
+        draining,
+        config,
+    })
+}
+
+impl Running {
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        self.shutdown().await;
+    }
+
+    /// Keeps serving for the grace period, then drains (bounded).
+    pub async fn shutdown(self) {
+        let grace = self.config.shutdown_grace;
+        if !grace.is_zero() {
+            tracing::info!("shutting down: still serving for {grace:?} (SIDELB_SHUTDOWN_GRACE)");
+            tokio::time::sleep(grace).await;
+        }
+        self.draining.store(true, Relaxed);
+        let timeout = self.config.drain_timeout;
+        tracing::info!(
+            "draining: no new connections, waiting up to {timeout:?} for in-flight requests"
+        );
+        if self.drain.drain(timeout).await {
+            tracing::info!("drained; exiting");
+        } else {
+            tracing::warn!(
+                "drain timeout of {timeout:?} reached with requests still in flight; exiting"
+            );
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("received SIGTERM"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,187 @@
+//! Per-service load balancing.
+//!
+//! [`Balancers`] holds one [`Pool`] per Service port in use. A pool is made
+//! on first use (from an upstream listener at start, or the first request
+//! naming the service on the authority listener), subscribes to discovery
+//! once, and applies its updates for as long as it lives. Pools not used for
+//! [`IDLE_POOL_TTL`] are dropped with their discovery subscription, so a
+//! proxy watches only the services its pod talks to.
+
+pub mod outlier;
+pub mod pick;
+pub mod pool;
+
+use crate::discovery::Discover;
+use crate::metrics::{Metrics, ServiceLabels};
+use crate::time::{now_us, us};
+use outlier::Outlier;
+pub use pool::{Admission, NoEndpoint, Pool, Resolution};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use sidelb_config::{ProxyConfig, ServiceKey};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub const IDLE_POOL_TTL: Duration = Duration::from_secs(600);
+
+/// What a pool's endpoints share.
+pub struct PoolShared {
+    pub key: ServiceKey,
+    /// `svc.ns:port`, for messages and labels.
+    pub name: Arc<str>,
+    /// Signalled when endpoints or their states change.
+    pub changed: Notify,
+    pub metrics: Arc<Metrics>,
+    pub outlier: Outlier,
+    pub config: Arc<ProxyConfig>,
+    /// The discovery source, for messages.
+    pub source_name: String,
+    pub duration: Histogram,
+    pub retries: Counter,
+    pub retries_over_budget: Counter,
+    pub overloaded: Counter,
+    pub discovery_updates: Counter,
+}
+
+pub struct Balancers {
+    pools: RwLock<HashMap<ServiceKey, Arc<PoolEntry>>>,
+    discover: Arc<dyn Discover>,
+    config: Arc<ProxyConfig>,
+    metrics: Arc<Metrics>,
+}
+
+struct PoolEntry {
+    pool: Arc<Pool>,
+    subscription: tokio::task::AbortHandle,
+}
+
+impl Balancers {
+    pub fn new(
+        discover: Arc<dyn Discover>,
+        config: Arc<ProxyConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Balancers {
+            pools: RwLock::new(HashMap::new()),
+            discover,
+            config,
+            metrics,
+        })
+    }
+
+    /// The pool of `key`, made and subscribed on first use.
+    pub fn get(&self, key: &ServiceKey) -> Arc<Pool> {
+        if let Some(entry) = self
+            .pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return entry.pool.clone();
+        }
+        self.create(key, false)
+    }
+
+    /// The pool of a configured upstream: never dropped when idle.
+    pub fn pin(&self, key: &ServiceKey) -> Arc<Pool> {
+        self.create(key, true)
+    }
+
+    fn create(&self, key: &ServiceKey, pinned: bool) -> Arc<Pool> {
+        let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = pools.get(key) {
+            if pinned {
+                entry.pool.pinned.store(true, Relaxed);
+            }
+            return entry.pool.clone();
+        }
+        let name: Arc<str> = key.to_string().into();
+        let labels = ServiceLabels {
+            service: name.to_string(),
+        };
+        let m = &self.metrics;
+        let shared = Arc::new(PoolShared {
+            key: key.clone(),
+            changed: Notify::new(),
+            metrics: m.clone(),
+            outlier: Outlier::new(&self.config),
+            config: self.config.clone(),
+            source_name: self.discover.describe(),
+            duration: m.request_duration.get_or_create(&labels).clone(),
+            retries: m.retries.get_or_create(&labels).clone(),
+            retries_over_budget: m.retries_over_budget.get_or_create(&labels).clone(),
+            overloaded: m.overloaded.get_or_create(&labels).clone(),
+            discovery_updates: m.discovery_updates.get_or_create(&labels).clone(),
+            name,
+        });
+        let pool = Arc::new(Pool::new(shared, pinned));
+        let mut updates = self.discover.subscribe(key);
+        let subscriber = pool.clone();
+        let subscription = tokio::spawn(async move {
+            while let Some(update) = updates.recv().await {
+                subscriber.shared.discovery_updates.inc();
+                subscriber.apply(update);
+            }
+        })
+        .abort_handle();
+        pools.insert(
+            key.clone(),
+            Arc::new(PoolEntry {
+                pool: pool.clone(),
+                subscription,
+            }),
+        );
+        pool
+    }
+
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = pools.values().map(|e| e.pool.clone()).collect();
+        out.sort_by(|a, b| a.shared.key.cmp(&b.shared.key));
+        out
+    }
+
+    /// Whether every pinned pool has heard from discovery once.
+    pub fn pinned_resolved(&self) -> Result<(), String> {
+        for pool in self.pools() {
+            if pool.is_pinned() && pool.resolution() == Resolution::Pending {
+                return Err(format!("waiting for discovery of {}", pool.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops pools unused for `ttl` with nothing in flight.
+    pub fn drop_idle(&self, ttl: Duration) -> usize {
+        let cutoff = now_us().saturating_sub(us(ttl));
+        let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
+        let before = pools.len();
+        pools.retain(|_, e| {
+            let idle = !e.pool.is_pinned()
+                && e.pool.in_flight() == 0
+                && e.pool.last_used_us.load(Relaxed) < cutoff;
+            if idle {
+                tracing::info!(
+                    service = e.pool.name(),
+                    "no longer watched: unused for {ttl:?}"
+                );
+                e.subscription.abort();
+                e.pool.shut();
+            }
+            !idle
+        });
+        before - pools.len()
+    }
+
+    /// Runs [`Self::drop_idle`] periodically until the task is dropped.
+    pub async fn run_idle_sweeper(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(IDLE_POOL_TTL / 10);
+        loop {
+            tick.tick().await;
+            self.drop_idle(IDLE_POOL_TTL);
+        }
+    }
+}

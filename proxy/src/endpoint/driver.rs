@@ -1,0 +1,202 @@
+//! Keeps an endpoint connected.
+//!
+//! The driver opens the HTTP/2 connection as soon as the endpoint appears,
+//! so the first request finds it ready; pings it so a dead peer is noticed
+//! without waiting for a request; reconnects with exponential backoff and
+//! jitter, so a crashed pod is skipped at once and many proxies do not
+//! reconnect in lockstep; and opens extra connections when the peer's
+//! stream limit is reached.
+
+use super::conns::{H2Conn, MAX_CONNECTIONS};
+use super::{ConnState, Endpoint};
+use bytes::Bytes;
+use sidelb_config::ProxyConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// HTTP/2 flow-control windows towards endpoints: large enough for 4 MiB
+/// messages to stream at speed, small enough that memory stays bounded.
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A connection that lived at least this long resets the backoff.
+const HEALTHY_LIFETIME: Duration = Duration::from_secs(1);
+
+/// Why a connection could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    Timeout {
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+    },
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP/2 handshake with {addr}: {source}")]
+    Handshake {
+        addr: std::net::SocketAddr,
+        source: h2::Error,
+    },
+}
+
+/// Starts the driver of a new endpoint.
+pub fn spawn(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>) {
+    let handle = tokio::spawn(drive(endpoint.clone(), config));
+    endpoint.set_driver(handle.abort_handle());
+}
+
+async fn drive(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>) {
+    let mut attempt: u32 = 0;
+    loop {
+        let started = tokio::time::Instant::now();
+        match open(&endpoint, &config).await {
+            Ok((send, connection)) => {
+                let conn = H2Conn::new(send);
+                endpoint.conns.add(conn.clone());
+                endpoint.set_state(ConnState::Ready, None);
+                tracing::debug!(endpoint = %endpoint.addr, service = %endpoint.service(), "connected");
+                let mut running = Box::pin(run(connection, config.clone()));
+                let closed = tokio::select! {
+                    r = &mut running => r,
+                    () = extra_connections(&endpoint, &config) => Ok(()),
+                    () = conn.closing.notified() => {
+                        // GOAWAY: let its streams finish on their own, connect anew now.
+                        tokio::spawn(running);
+                        Ok(())
+                    }
+                };
+                let remaining = endpoint.conns.remove(&conn);
+                if remaining == 0 {
+                    endpoint.set_state(ConnState::Connecting, None);
+                }
+                match closed {
+                    Ok(()) => tracing::debug!(endpoint = %endpoint.addr, "connection closed"),
+                    Err(e) => {
+                        tracing::info!(endpoint = %endpoint.addr, service = %endpoint.service(), "connection lost: {e}");
+                        endpoint.set_state(endpoint.state(), Some(e));
+                    }
+                }
+                if started.elapsed() >= HEALTHY_LIFETIME {
+                    attempt = 0;
+                    continue;
+                }
+            }
+            Err(e) => {
+                endpoint.record_connect_failure();
+                tracing::debug!(endpoint = %endpoint.addr, service = %endpoint.service(), "{e}");
+                endpoint.set_state(ConnState::Down, Some(e.to_string()));
+            }
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+/// Exponential backoff with equal jitter: half fixed, half random.
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16));
+    let cap = exp.min(BACKOFF_MAX);
+    let half = cap / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+type Connection = h2::client::Connection<TcpStream, Bytes>;
+
+async fn open(
+    endpoint: &Endpoint,
+    config: &ProxyConfig,
+) -> Result<(h2::client::SendRequest<Bytes>, Connection), ConnectError> {
+    let addr = endpoint.addr;
+    let tcp = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            addr,
+            timeout: config.connect_timeout,
+        })?
+        .map_err(|source| ConnectError::Io { addr, source })?;
+    let _ = tcp.set_nodelay(true);
+    h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(config.max_header_bytes.saturating_mul(4))
+        .enable_push(false)
+        .handshake(tcp)
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })
+}
+
+/// Drives a connection until it closes, pinging it when keepalive is on.
+async fn run(mut connection: Connection, config: Arc<ProxyConfig>) -> Result<(), String> {
+    let Some(interval) = config.keepalive_interval else {
+        return connection.await.map_err(|e| e.to_string());
+    };
+    let Some(mut pings) = connection.ping_pong() else {
+        return connection.await.map_err(|e| e.to_string());
+    };
+    let timeout = config.keepalive_timeout;
+    let keepalive = async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            if pings.send_ping(h2::Ping::opaque()).is_err() {
+                return "keepalive ping could not be sent".to_string();
+            }
+            match tokio::time::timeout(timeout, std::future::poll_fn(|cx| pings.poll_pong(cx)))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return format!("keepalive ping failed: {e}"),
+                Err(_) => return format!("keepalive ping not answered within {timeout:?}"),
+            }
+        }
+    };
+    tokio::select! {
+        r = &mut connection => r.map_err(|e| e.to_string()),
+        why = keepalive => Err(why),
+    }
+}
+
+/// Opens further connections while every connection is at its stream limit.
+/// Never returns; extra connections end on their own when closed.
+async fn extra_connections(endpoint: &Arc<Endpoint>, config: &Arc<ProxyConfig>) {
+    loop {
+        endpoint.conns.want_more.notified().await;
+        if endpoint.conns.len() >= MAX_CONNECTIONS || endpoint.is_removed() {
+            continue;
+        }
+        let Ok((send, connection)) = open(endpoint, config).await else {
+            continue;
+        };
+        let conn = H2Conn::new(send);
+        endpoint.conns.add(conn.clone());
+        tracing::debug!(endpoint = %endpoint.addr, connections = endpoint.conns.len(), "opened an extra connection: stream limit reached");
+        let endpoint = endpoint.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let _ = run(connection, config).await;
+            endpoint.conns.remove(&conn);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let first = backoff(1);
+        assert!(first >= BACKOFF_BASE && first <= BACKOFF_BASE * 2);
+        for attempt in [10, 20, 1000] {
+            let b = backoff(attempt);
+            assert!(b >= BACKOFF_MAX / 2 && b <= BACKOFF_MAX, "{b:?}");
+        }
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(8)).collect();
+        assert!(samples.len() > 1, "jittered");
+    }
+}

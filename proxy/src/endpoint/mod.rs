@@ -1,0 +1,328 @@
+//! One endpoint of a service: its connections, its load and latency, its
+//! health.
+//!
+//! An endpoint lives from the discovery update that adds it until it has
+//! been removed *and* its last in-flight stream has finished; meanwhile a
+//! driver task keeps its connection open (see [`driver`]).
+
+pub mod conns;
+pub mod driver;
+pub mod ewma;
+
+use crate::balancer::PoolShared;
+use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
+use crate::time::now_us;
+use conns::ConnSet;
+use ewma::PeakEwma;
+use prometheus_client::metrics::counter::Counter;
+use std::net::SocketAddr;
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
+use std::sync::{Arc, Mutex};
+
+/// Connection state, as the driver last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    Connecting = 0,
+    Ready = 1,
+    Down = 2,
+}
+
+impl ConnState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Ready => "ready",
+            ConnState::Down => "down",
+        }
+    }
+}
+
+/// Outlier-detection state; the pool decides ejections (it knows the cap).
+#[derive(Debug, Default)]
+pub struct Health {
+    pub consecutive_failures: AtomicU32,
+    /// 0 when not ejected.
+    pub ejected_until_us: AtomicU64,
+    pub ejections: AtomicU32,
+    pub last_return_us: AtomicU64,
+}
+
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub pool: Arc<PoolShared>,
+    name: Mutex<Option<String>>,
+    pub conns: ConnSet,
+    state: AtomicU8,
+    last_error: Mutex<Option<String>>,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    pub ewma: PeakEwma,
+    pub health: Health,
+    pub added_us: u64,
+    slow_start_from_us: u64,
+    removed: AtomicBool,
+    driver: Mutex<Option<tokio::task::AbortHandle>>,
+    metrics: EndpointMetrics,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    pub fn new(
+        addr: SocketAddr,
+        name: Option<String>,
+        initial_rtt_us: f64,
+        pool: Arc<PoolShared>,
+        slow_start: bool,
+    ) -> Arc<Self> {
+        let now = now_us();
+        Arc::new(Endpoint {
+            addr,
+            name: Mutex::new(name),
+            conns: ConnSet::default(),
+            state: AtomicU8::new(ConnState::Connecting as u8),
+            last_error: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ewma: PeakEwma::new(initial_rtt_us, now),
+            health: Health::default(),
+            added_us: now,
+            slow_start_from_us: if slow_start { now } else { 0 },
+            removed: AtomicBool::new(false),
+            driver: Mutex::new(None),
+            metrics: EndpointMetrics::new(pool.metrics.clone(), &pool.name, addr),
+            pool,
+        })
+    }
+
+    /// The service's display name, `svc.ns:port`.
+    pub fn service(&self) -> &str {
+        &self.pool.name
+    }
+
+    /// When this endpoint's slow start began (0: it takes a full share).
+    pub fn slow_start_from_us(&self) -> u64 {
+        self.slow_start_from_us
+    }
+
+    pub fn name(&self) -> Option<String> {
+        self.name.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_name(&self, name: Option<String>) {
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name;
+    }
+
+    pub fn state(&self) -> ConnState {
+        match self.state.load(Relaxed) {
+            1 => ConnState::Ready,
+            2 => ConnState::Down,
+            _ => ConnState::Connecting,
+        }
+    }
+
+    pub fn set_state(&self, state: ConnState, error: Option<String>) {
+        let before = self.state.swap(state as u8, Relaxed);
+        if let Some(e) = error {
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+        if before != state as u8 {
+            self.pool.changed.notify_waiters();
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.state.load(Relaxed) == ConnState::Ready as u8
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Relaxed)
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.health.ejected_until_us.load(Relaxed) != 0
+    }
+
+    /// Marks the endpoint removed from discovery; it closes once idle.
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Relaxed);
+        self.close_if_drained();
+    }
+
+    /// Closes the connections of a removed endpoint with nothing in flight.
+    pub fn close_if_drained(&self) {
+        if self.is_removed() && self.in_flight() == 0 {
+            if let Some(driver) = self.driver.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                driver.abort();
+            }
+            self.conns.clear();
+        }
+    }
+
+    pub fn set_driver(&self, handle: tokio::task::AbortHandle) {
+        *self.driver.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// Counts a request against this endpoint until the guard drops.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A completed exchange that was not a failure.
+    pub fn record_success(&self) {
+        self.pool.outlier.on_success(self);
+    }
+
+    /// A connection error or an UNAVAILABLE/INTERNAL answer.
+    pub fn record_failure(&self) {
+        self.failures.fetch_add(1, Relaxed);
+        self.pool.outlier.on_failure(self);
+    }
+
+    pub fn record_connect_failure(&self) {
+        self.pool
+            .metrics
+            .connect_failures
+            .get_or_create(&self.metric_labels())
+            .inc();
+        self.record_failure();
+    }
+
+    /// Counts a finished request by its statuses.
+    pub fn count_status(&self, grpc_status: Option<u16>, http_status: u16) {
+        self.metrics.count(grpc_status, http_status);
+    }
+
+    pub fn metric_labels(&self) -> EndpointLabels {
+        EndpointLabels {
+            service: self.pool.name.to_string(),
+            endpoint: self.addr.to_string(),
+        }
+    }
+}
+
+/// An in-flight request on an endpoint.
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.0.close_if_drained();
+        }
+    }
+}
+
+/// Per-endpoint request counters by status, resolved once each.
+struct EndpointMetrics {
+    metrics: Arc<Metrics>,
+    service: String,
+    endpoint: String,
+    by_status: Mutex<Vec<((u16, u16), Counter)>>,
+}
+
+const NO_GRPC: u16 = u16::MAX;
+
+impl EndpointMetrics {
+    fn new(metrics: Arc<Metrics>, service: &str, addr: SocketAddr) -> Self {
+        EndpointMetrics {
+            metrics,
+            service: service.to_owned(),
+            endpoint: addr.to_string(),
+            by_status: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn count(&self, grpc_status: Option<u16>, http_status: u16) {
+        let key = (grpc_status.unwrap_or(NO_GRPC), http_status);
+        let mut cache = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
+            c.inc();
+            return;
+        }
+        let counter = request_counter(
+            &self.metrics,
+            &self.service,
+            &self.endpoint,
+            grpc_status,
+            http_status,
+        );
+        counter.inc();
+        cache.push((key, counter));
+    }
+}
+
+impl Drop for EndpointMetrics {
+    fn drop(&mut self) {
+        let cache = self.by_status.get_mut().unwrap_or_else(|p| p.into_inner());
+        for ((grpc, http), _) in cache.drain(..) {
+            self.metrics.requests.remove(&RequestLabels {
+                service: self.service.clone(),
+                endpoint: self.endpoint.clone(),
+                grpc_status: if grpc == NO_GRPC {
+                    String::new()
+                } else {
+                    grpc.to_string()
+                },
+                http_status: http.to_string(),
+            });
+        }
+    }
+}
+
+/// The request counter for one label set.
+pub fn request_counter(
+    metrics: &Metrics,
+    service: &str,
+    endpoint: &str,
+    grpc_status: Option<u16>,
+    http_status: u16,
+) -> Counter {
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            service: service.to_owned(),
+            endpoint: endpoint.to_owned(),
+            grpc_status: grpc_status.map(|s| s.to_string()).unwrap_or_default(),
+            http_status: http_status.to_string(),
+        })
+        .clone()
+}

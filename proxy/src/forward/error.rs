@@ -1,0 +1,52 @@
+//! Errors the proxy answers itself, and how each is told to the app.
+
+use crate::balancer::NoEndpoint;
+use http::StatusCode;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    UnknownAuthority(String),
+    #[error(transparent)]
+    NoEndpoint(#[from] NoEndpoint),
+    #[error(
+        "service {service} has {limit} requests in flight, the most allowed (SIDELB_MAX_IN_FLIGHT); retry later or raise the limit"
+    )]
+    Overloaded { service: String, limit: usize },
+    #[error("deadline of {timeout:?} exceeded before service {service} answered")]
+    DeadlineExceeded { service: String, timeout: Duration },
+    #[error("endpoint {endpoint} of service {service} failed: {why}")]
+    Upstream {
+        service: String,
+        endpoint: String,
+        why: String,
+    },
+    #[error(
+        "endpoint {endpoint} of service {service} refused the request and the retry budget is spent ({why}); retry later"
+    )]
+    RetryBudget {
+        service: String,
+        endpoint: String,
+        why: String,
+    },
+    #[error("proxy is shutting down; retry on another connection")]
+    ShuttingDown,
+}
+
+impl ProxyError {
+    pub fn grpc_status(&self) -> u16 {
+        match self {
+            ProxyError::DeadlineExceeded { .. } => super::grpc::DEADLINE_EXCEEDED,
+            _ => super::grpc::UNAVAILABLE,
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ProxyError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}

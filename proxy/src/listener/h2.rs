@@ -1,0 +1,56 @@
+//! Serving an app's HTTP/2 connection: every stream becomes a task that is
+//! balanced on its own.
+
+use super::{ConnContext, rewind::Rewind};
+use crate::drain::Drain;
+use crate::endpoint::driver::{CONNECTION_WINDOW, STREAM_WINDOW};
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain) {
+    let config = cx.config.clone();
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(config.max_header_bytes)
+        .max_concurrent_streams(config.max_in_flight.min(u32::MAX as usize) as u32)
+        .handshake::<_, Bytes>(io);
+    let mut conn = match tokio::time::timeout(config.header_read_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %cx.peer, "HTTP/2 handshake failed: {e}");
+            cx.protocol_error();
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %cx.peer, "closed: no HTTP/2 preface within {:?}", config.header_read_timeout);
+            cx.protocol_error();
+            return;
+        }
+    };
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    let pool = cx.route_h2(&req);
+                    tokio::spawn(crate::forward::h2::serve(pool, req, respond));
+                }
+                Some(Err(e)) => {
+                    if e.is_io() || e.is_go_away() {
+                        tracing::debug!(peer = %cx.peer, "connection closed: {e}");
+                    } else {
+                        tracing::info!(peer = %cx.peer, "connection closed on a protocol error: {e}");
+                        cx.protocol_error();
+                    }
+                    break;
+                }
+                None => break,
+            },
+            () = drain.signaled(), if !draining => {
+                draining = true;
+                conn.graceful_shutdown();
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Accepting the app's connections on loopback.
+//!
+//! Each listener serves HTTP/2 with prior knowledge (what gRPC uses) and
+//! HTTP/1.1 on the same port, told apart by the first bytes: the HTTP/2
+//! connection preface. A connection that sends nothing is closed after the
+//! header read timeout.
+
+pub mod h1;
+pub mod h2;
+pub mod rewind;
+
+use crate::balancer::Pool;
+use crate::drain::Drain;
+use crate::forward::error::ProxyError;
+use crate::forward::h1::H1Client;
+use crate::metrics::{ListenerLabels, Metrics};
+use crate::router::Route;
+use bytes::{Bytes, BytesMut};
+use sidelb_config::ProxyConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection task needs.
+pub struct ConnContext {
+    pub route: Route,
+    pub config: Arc<ProxyConfig>,
+    pub metrics: Arc<Metrics>,
+    pub peer: SocketAddr,
+    pub h1: Arc<H1Client>,
+    /// The last authority and its pool: most connections name one service.
+    cached: Option<(Bytes, Arc<Pool>)>,
+}
+
+impl ConnContext {
+    pub fn protocol_error(&self) {
+        self.metrics
+            .protocol_errors
+            .get_or_create(&ListenerLabels {
+                protocol: "any".into(),
+            })
+            .inc();
+    }
+
+    /// The pool for a request with this authority.
+    pub fn route(&mut self, authority: &str) -> Result<Arc<Pool>, ProxyError> {
+        let router = match &self.route {
+            Route::Fixed(pool) => return Ok(pool.clone()),
+            Route::ByAuthority(router) => router,
+        };
+        if let Some((cached, pool)) = &self.cached
+            && cached.as_ref() == authority.as_bytes()
+            && !pool.is_shut()
+        {
+            return Ok(pool.clone());
+        }
+        let pool = router.resolve(authority)?;
+        self.cached = Some((Bytes::copy_from_slice(authority.as_bytes()), pool.clone()));
+        Ok(pool)
+    }
+
+    pub fn route_h2<B>(&mut self, req: &http::Request<B>) -> Result<Arc<Pool>, ProxyError> {
+        let authority = match req.uri().authority() {
+            Some(a) => a.as_str(),
+            None => req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default(),
+        };
+        self.route(authority)
+    }
+}
+
+/// What every listener shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Arc<ProxyConfig>,
+    pub metrics: Arc<Metrics>,
+    pub h1: Arc<H1Client>,
+}
+
+/// Accepts connections until draining begins.
+pub async fn serve(listener: TcpListener, route: Route, shared: Shared, mut drain: Drain) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = drain.signaled() => return,
+        };
+        let cx = ConnContext {
+            route: route.clone(),
+            config: shared.config.clone(),
+            metrics: shared.metrics.clone(),
+            h1: shared.h1.clone(),
+            peer,
+            cached: None,
+        };
+        tokio::spawn(serve_connection(stream, cx, drain.clone()));
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, cx: ConnContext, drain: Drain) {
+    let _ = stream.set_nodelay(true);
+    let mut first = BytesMut::with_capacity(4096);
+    let detect = async {
+        loop {
+            match stream.read_buf(&mut first).await {
+                Ok(0) => return false,
+                Ok(_) => {
+                    let n = first.len().min(H2_PREFACE.len());
+                    if first[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    };
+    match tokio::time::timeout(cx.config.header_read_timeout, detect).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(_) => {
+            tracing::debug!(peer = %cx.peer, "closed: nothing sent within {:?}", cx.config.header_read_timeout);
+            cx.protocol_error();
+            return;
+        }
+    }
+    let is_h2 = first.starts_with(H2_PREFACE);
+    let protocol = if is_h2 { "h2" } else { "http/1.1" };
+    cx.metrics
+        .app_connections
+        .get_or_create(&ListenerLabels {
+            protocol: protocol.into(),
+        })
+        .inc();
+    if is_h2 {
+        h2::serve(rewind::Rewind::new(first.freeze(), stream), cx, drain).await;
+    } else {
+        h1::serve(stream, first, cx, drain).await;
+    }
+}

@@ -1,0 +1,87 @@
+//! The `sidelb-proxy` binary: settings from flags or environment (one table,
+//! `sidelb_config::SETTINGS`, defines both), logging, the runtime, and exit
+//! codes: 0 after a clean shutdown, 2 for bad configuration, 1 when it cannot
+//! start.
+
+use clap::{Arg, Command};
+use sidelb_config::{LogFormat, ProxyConfig, SETTINGS};
+use std::process::ExitCode;
+
+fn command() -> Command {
+    let mut cmd = Command::new("sidelb-proxy")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Per-request HTTP/2 (gRPC) load balancing on localhost. Every flag can also be set by its environment variable.");
+    for setting in SETTINGS {
+        let flag: &'static str = Box::leak(setting.flag().into_boxed_str());
+        cmd = cmd.arg(
+            Arg::new(setting.env)
+                .long(flag)
+                .env(setting.env)
+                .value_name("VALUE")
+                .help(format!(
+                    "{} [default: {}]",
+                    setting.help,
+                    display_default(setting.default)
+                )),
+        );
+    }
+    cmd
+}
+
+fn display_default(default: &str) -> &str {
+    if default.is_empty() { "none" } else { default }
+}
+
+fn init_logging(config: &ProxyConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Plain => builder.with_ansi(false).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = command().get_matches();
+    let config = match ProxyConfig::from_lookup(|env| matches.get_one::<String>(env).cloned()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("sidelb-proxy: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = if config.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sidelb-proxy: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match sidelb_proxy::app::start(config).await {
+            Ok(running) => {
+                running.run_until_signal().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                eprintln!("sidelb-proxy: cannot start: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

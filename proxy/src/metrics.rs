@@ -1,0 +1,170 @@
+//! Prometheus metrics.
+//!
+//! Hot-path counters are resolved once per endpoint (or service) and kept as
+//! handles, so a request pays for an atomic add, not a label-set lookup.
+//! Gauges that describe state (endpoints by state) are refreshed at scrape.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub service: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub service: String,
+    /// Empty when the proxy answered itself (no endpoint was reached).
+    pub endpoint: String,
+    /// Empty for requests that are not gRPC.
+    pub grpc_status: String,
+    pub http_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub service: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub protocol: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    pub endpoints: Family<StateLabels, Gauge>,
+    pub discovery_updates: Family<ServiceLabels, Counter>,
+    pub retries: Family<ServiceLabels, Counter>,
+    pub retries_over_budget: Family<ServiceLabels, Counter>,
+    pub overloaded: Family<ServiceLabels, Counter>,
+    pub ejections: Family<EndpointLabels, Counter>,
+    pub ejected: Family<EndpointLabels, Gauge>,
+    pub connect_failures: Family<EndpointLabels, Counter>,
+    pub app_connections: Family<ListenerLabels, Counter>,
+    pub protocol_errors: Family<ListenerLabels, Counter>,
+    /// Serialises scrapes, which reset the state gauges.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sidelb");
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            endpoints: Family::default(),
+            discovery_updates: Family::default(),
+            retries: Family::default(),
+            retries_over_budget: Family::default(),
+            overloaded: Family::default(),
+            ejections: Family::default(),
+            ejected: Family::default(),
+            connect_failures: Family::default(),
+            app_connections: Family::default(),
+            protocol_errors: Family::default(),
+            registry: Registry::default(),
+            scrape: Mutex::new(()),
+        };
+        registry.register(
+            "requests",
+            "Requests by service, endpoint and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers, by service",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "endpoints",
+            "Endpoints by service and state",
+            m.endpoints.clone(),
+        );
+        registry.register(
+            "discovery_updates",
+            "Endpoint updates received from discovery",
+            m.discovery_updates.clone(),
+        );
+        registry.register(
+            "retries",
+            "Requests retried on another endpoint because they never reached an app",
+            m.retries.clone(),
+        );
+        registry.register(
+            "retries_over_budget",
+            "Retryable requests not retried because the retry budget was spent",
+            m.retries_over_budget.clone(),
+        );
+        registry.register(
+            "overloaded",
+            "Requests refused because the service had too many in flight",
+            m.overloaded.clone(),
+        );
+        registry.register(
+            "ejections",
+            "Times an endpoint was ejected as an outlier",
+            m.ejections.clone(),
+        );
+        registry.register(
+            "ejected",
+            "1 while an endpoint is ejected",
+            m.ejected.clone(),
+        );
+        registry.register(
+            "connect_failures",
+            "Failed connection attempts to endpoints",
+            m.connect_failures.clone(),
+        );
+        registry.register(
+            "app_connections",
+            "Connections accepted from the app, by protocol",
+            m.app_connections.clone(),
+        );
+        registry.register(
+            "protocol_errors",
+            "App connections closed for bad framing, oversized headers or slow request heads",
+            m.protocol_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Encodes every metric; `refresh` first sets the state gauges.
+    pub fn encode(&self, refresh: impl FnOnce(&Self)) -> String {
+        let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.endpoints.clear();
+        refresh(self);
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
