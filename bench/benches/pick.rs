@@ -1,7 +1,7 @@
 //! The cost of choosing an endpoint, with 3, 100 and 1000 endpoints: it
 //! must stay flat (two random samples, never a scan of the list).
 
-use sidelb_config::{Balancer, ProxyConfig, PortRef, ServiceKey};
+use sidelb_config::{Balancer, PortRef, ProxyConfig, ServiceKey};
 use sidelb_proxy::balancer::PoolShared;
 use sidelb_proxy::balancer::outlier::Outlier;
 use sidelb_proxy::balancer::pick::{PickContext, pick};
@@ -36,7 +36,8 @@ fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
     let shared = pool_shared(Arc::new(ProxyConfig::defaults()));
     (0..n)
         .map(|i| {
-            let addr = std::net::SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 50051));
+            let addr =
+                std::net::SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 50051));
             let ep = Endpoint::new(addr, None, 1000.0 + i as f64, shared.clone(), false);
             ep.set_state(ConnState::Ready, None);
             ep
@@ -46,7 +47,11 @@ fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
 
 #[divan::bench(args = [3, 100, 1000], consts = [0, 1, 2])]
 fn pick_endpoint<const KIND: usize>(bencher: divan::Bencher, n: usize) {
-    let kind = [Balancer::P2cEwma, Balancer::LeastRequest, Balancer::RoundRobin][KIND];
+    let kind = [
+        Balancer::P2cEwma,
+        Balancer::LeastRequest,
+        Balancer::RoundRobin,
+    ][KIND];
     let eps = endpoints(n);
     let outlier = Outlier::new(&ProxyConfig::defaults());
     let next = AtomicUsize::new(0);

@@ -3,10 +3,8 @@
 //! backend, a backend added to the endpoints file taking calls, both
 //! listeners, and a Python grpcio app.
 //!
-//! Ignored until the proxy binary is part of the build on this branch; run
-//! with `cargo build --workspace --bins && cargo test -p sidelb-tests --test
-//! proxy_smoke -- --ignored` (or `SIDELB_BIN_DIR` pointing at a directory
-//! with both binaries).
+//! The binaries come from `cargo build --workspace --bins` (`make test` does
+//! it first), or from `SIDELB_BIN_DIR`.
 
 use sidelb_tests::echo::pb::EchoRequest;
 use sidelb_tests::harness::*;
@@ -32,7 +30,6 @@ fn service(backends: &[Backend]) -> ServiceEndpoints {
 }
 
 #[tokio::test]
-#[ignore = "needs the sidelb-proxy binary"]
 async fn one_connection_reaches_every_backend_and_new_ones() {
     let mut pods = backends(&["a", "b", "c"]).await;
     let mut echo = service(&pods);
@@ -62,7 +59,6 @@ async fn one_connection_reaches_every_backend_and_new_ones() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sidelb-proxy binary"]
 async fn the_authority_listener_routes_by_authority() {
     let pods = backends(&["a", "b"]).await;
     let file = EndpointsFile::create(&[service(&pods)]).expect("file");
@@ -78,7 +74,6 @@ async fn the_authority_listener_routes_by_authority() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sidelb-proxy binary"]
 async fn a_python_app_on_one_channel_is_balanced() {
     let pods = backends(&["a", "b", "c"]).await;
     let file = EndpointsFile::create(&[service(&pods)]).expect("file");

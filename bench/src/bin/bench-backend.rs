@@ -10,8 +10,8 @@
 //! `listening ADDR`.
 
 use bytes::Bytes;
-use h2::server::SendResponse;
 use h2::RecvStream;
+use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,7 +72,10 @@ async fn serve(addr: SocketAddr, name: String, stream_messages: usize) {
             std::process::exit(1)
         }
     };
-    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     println!("listening {local}");
     let backend = Arc::new(Backend {
         reply: reply_message(&name),
@@ -105,7 +108,11 @@ async fn serve(addr: SocketAddr, name: String, stream_messages: usize) {
 }
 
 impl Backend {
-    async fn answer(&self, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) -> Result<(), h2::Error> {
+    async fn answer(
+        &self,
+        req: Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+    ) -> Result<(), h2::Error> {
         let (head, mut body) = req.into_parts();
         while let Some(chunk) = body.data().await {
             let chunk = chunk?;
