@@ -25,6 +25,9 @@ use sidelb_tests::kube_api::tls::TestCa;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+const H2: &[&[u8]] = &[b"h2", b"http/1.1"];
+const HTTP1_ONLY: &[&[u8]] = &[b"http/1.1"];
+
 /// Every review a webhook received: (request URI, AdmissionReview).
 type Calls = Arc<Mutex<Vec<(String, Value)>>>;
 
@@ -114,10 +117,14 @@ async fn answer(
 }
 
 impl Webhook {
-    async fn start(ca: &TestCa) -> Webhook {
+    /// Starts the webhook; `alpn` is what its TLS offers (kube-apiserver speaks both).
+    async fn start(ca: &TestCa, alpn: &[&[u8]]) -> Webhook {
         let config = ca
             .server_config(&["127.0.0.1", "injector.sidelb.svc"])
             .expect("webhook certificate");
+        let mut config = (*config).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let config = Arc::new(config);
         let acceptor = TlsAcceptor::from(config);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -227,7 +234,7 @@ fn free_port() -> u16 {
 async fn injects_by_namespace_selector_and_reinvokes_after_later_changes() {
     let server = FakeApiServer::start().expect("server starts");
     let ca = TestCa::new("webhook CA").expect("ca");
-    let webhook = Webhook::start(&ca).await;
+    let webhook = Webhook::start(&ca, H2).await;
     server
         .create(namespace(
             "injected",
@@ -350,7 +357,7 @@ async fn injects_by_namespace_selector_and_reinvokes_after_later_changes() {
 async fn object_selector_service_reference_and_denial() {
     let server = FakeApiServer::start().expect("server starts");
     let ca = TestCa::new("webhook CA").expect("ca");
-    let webhook = Webhook::start(&ca).await;
+    let webhook = Webhook::start(&ca, HTTP1_ONLY).await;
     server.route_service("sidelb", "injector", 443, webhook.addr);
     let by_service = json!({ "service": { "namespace": "sidelb", "name": "injector", "path": "/inject" }, "caBundle": webhook.ca_bundle });
     server
@@ -401,7 +408,7 @@ async fn object_selector_service_reference_and_denial() {
 async fn failure_policy_when_the_webhook_is_down_untrusted_or_slow() {
     let server = FakeApiServer::start().expect("server starts");
     let ca = TestCa::new("webhook CA").expect("ca");
-    let webhook = Webhook::start(&ca).await;
+    let webhook = Webhook::start(&ca, H2).await;
     let api = pods(&server, "default").await;
     let port = free_port();
     let down = |policy: &str| {

@@ -227,6 +227,28 @@ async fn list_get_create_patch_and_errors() {
         "endpointslices.discovery.k8s.io is forbidden: User \"system:admin\" cannot list resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"default\""
     );
     server.clear_faults();
+    server.forbid_verb("discovery.k8s.io", "endpointslices", "watch");
+    slices
+        .list(&ListParams::default())
+        .await
+        .expect("list is still allowed");
+    let err = slices
+        .watch(&WatchParams::default(), "0")
+        .await
+        .err()
+        .expect("watch is forbidden");
+    let kube::Error::Api(status) = err else {
+        panic!("not a Status")
+    };
+    assert_eq!(status.code, 403);
+    assert!(
+        status
+            .message
+            .contains("cannot watch resource \"endpointslices\""),
+        "{}",
+        status.message
+    );
+    server.allow("discovery.k8s.io", "endpointslices");
     server.set_fault_mode(FaultMode::Fail);
     let err = slices
         .list(&ListParams::default())
@@ -513,4 +535,150 @@ async fn https_with_a_bearer_token() {
         panic!("not a Status: {err:?}")
     };
     assert_eq!((status.code, status.reason.as_str()), (401, "Unauthorized"));
+}
+
+#[tokio::test]
+async fn discovery_metadata_and_deletes() {
+    let server = FakeApiServer::start().expect("server starts");
+    server
+        .create(slice("greeter-a", "greeter", "10.0.0.1"))
+        .expect("created");
+    let client = client_for(&server).await;
+    let gvk = kube::api::GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice");
+    for discovery in [
+        kube::Discovery::new(client.clone())
+            .run()
+            .await
+            .expect("legacy discovery"),
+        kube::Discovery::new(client.clone())
+            .run_aggregated()
+            .await
+            .expect("aggregated discovery"),
+    ] {
+        let (resource, caps) = discovery
+            .resolve_gvk(&gvk)
+            .expect("EndpointSlice is discovered");
+        assert_eq!(resource.plural, "endpointslices");
+        assert!(caps.supports_operation(kube::discovery::verbs::WATCH));
+        assert!(
+            discovery
+                .get("")
+                .is_some_and(|core| core.recommended_kind("Service").is_some())
+        );
+    }
+
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let metadata = slices
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("metadata list");
+    assert_eq!(metadata.items.len(), 1);
+    assert_eq!(
+        metadata.items[0].metadata.name.as_deref(),
+        Some("greeter-a")
+    );
+
+    let deleted = slices
+        .delete("greeter-a", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete");
+    assert!(
+        deleted.is_right(),
+        "EndpointSlices answer a delete with a Status"
+    );
+    server
+        .create(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "doomed", "finalizers": ["test/hold"] } }))
+        .expect("namespace");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let held = namespaces
+        .delete("doomed", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete");
+    let held = held.left().expect("a held object comes back");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(
+        namespaces.get_opt("doomed").await.expect("get").is_some(),
+        "finalizers hold the namespace"
+    );
+    namespaces
+        .patch(
+            "doomed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .expect("release finalizers");
+    assert!(
+        namespaces.get_opt("doomed").await.expect("get").is_none(),
+        "released, it is gone"
+    );
+}
+
+#[tokio::test]
+async fn hanging_requests_complete_once_the_fault_clears() {
+    let server = FakeApiServer::start().expect("server starts");
+    let namespaces: Api<Namespace> = Api::all(client_for(&server).await);
+    server.set_fault_mode(FaultMode::Hang);
+    let mut pending = tokio::spawn(async move {
+        namespaces
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.len())
+    });
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut pending).await;
+    assert!(early.is_err(), "a hanging server does not answer");
+    server.clear_faults();
+    let listed = tokio::time::timeout(PHASE, pending)
+        .await
+        .expect("answered once cleared")
+        .expect("task")
+        .expect("list");
+    assert_eq!(listed, 4, "the four namespaces every cluster starts with");
+}
+
+#[tokio::test]
+async fn fault_hooks_over_http() {
+    let server = FakeApiServer::start().expect("server starts");
+    let client = client_for(&server).await;
+    let fake = |path: &str| {
+        let client = client.clone();
+        let request = http::Request::post(path).body(Vec::new()).expect("request");
+        async move {
+            client
+                .request_text(request)
+                .await
+                .expect("control endpoint answers")
+        }
+    };
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+
+    fake("/fake/forbid?resource=namespaces&verb=list").await;
+    let err = namespaces
+        .list(&ListParams::default())
+        .await
+        .expect_err("forbidden");
+    let kube::Error::Api(status) = err else {
+        panic!("not a Status")
+    };
+    assert_eq!(
+        status.message,
+        "namespaces is forbidden: User \"system:admin\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"
+    );
+    namespaces
+        .get("default")
+        .await
+        .expect("get is still allowed");
+    fake("/fake/fault?mode=fail").await;
+    assert!(namespaces.get("default").await.is_err());
+    fake("/fake/clear").await;
+    namespaces
+        .list(&ListParams::default())
+        .await
+        .expect("cleared");
+
+    let stats: Value = serde_json::from_str(&fake("/fake/stats").await).expect("stats are JSON");
+    assert_eq!(stats["requests"]["namespaces list"], 2);
+    let before = server.resource_version();
+    fake("/fake/restart-with-compaction").await;
+    assert!(server.resource_version() > before);
 }

@@ -333,6 +333,31 @@ fn kubectl_works_against_the_fake_server() {
     assert!(labels.get("tier").is_none());
 
     assert_eq!(
+        kubectl.ok(&["create", "namespace", "tools"]).trim(),
+        "namespace/tools created"
+    );
+    assert_eq!(
+        kubectl
+            .ok(&["label", "namespace", "tools", "sidelb.io/inject=enabled"])
+            .trim(),
+        "namespace/tools labeled"
+    );
+    let patch = r#"[{"op":"replace","path":"/spec/ports/0/port","value":50052}]"#;
+    let patched = kubectl.ok(&[
+        "patch",
+        "svc",
+        "greeter",
+        "-n",
+        "shop",
+        "--type=json",
+        "-p",
+        patch,
+    ]);
+    assert_eq!(patched.trim(), "service/greeter patched");
+    let service = kubectl.json(&["get", "svc", "greeter", "-n", "shop"]);
+    assert_eq!(service["spec"]["ports"][0]["port"], 50052);
+
+    assert_eq!(
         kubectl
             .ok(&["delete", "svc", "greeter", "-n", "shop"])
             .trim(),

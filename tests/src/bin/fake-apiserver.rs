@@ -2,6 +2,7 @@
 //! for poking at with kubectl: `fake-apiserver --kubeconfig /tmp/kc` then
 //! `kubectl --kubeconfig /tmp/kc get ns`.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,9 @@ struct Args {
     /// Require this bearer token (written into the kubeconfig).
     #[arg(long)]
     token: Option<String>,
+    /// Log filter (tracing `EnvFilter` syntax); each request is logged at `info`.
+    #[arg(long, env = "SIDELB_LOG", default_value = "info")]
+    log: String,
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 5)]
     bookmark_seconds: u64,
@@ -31,6 +35,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let mut builder = FakeApiServer::builder()
         .listen(args.listen)
         .tls(args.tls)

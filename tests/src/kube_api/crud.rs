@@ -8,7 +8,7 @@
 //! until their finalizers are removed.
 //!
 //! The `*_direct` functions are the same paths without admission, for the test
-//! handle's synchronous helpers.
+//! handle's synchronous helpers. Deletion is in `delete`.
 
 use std::sync::Arc;
 
@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::admission::{self, Operation};
 use super::defaults;
-use super::list_watch;
 use super::meta;
 use super::patch::{self, PatchKind};
+use super::protobuf;
 use super::request::{Output, Query, ResourcePath};
 use super::resources::{self, ResourceType};
 use super::response::{self, Body};
@@ -38,7 +38,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn new(code: StatusCode, object: Value) -> Self {
+    pub fn new(code: StatusCode, object: Value) -> Self {
         Self {
             code,
             object,
@@ -76,11 +76,11 @@ fn render(resource: &ResourceType, object: &Value, output: Output) -> Value {
     }
 }
 
-fn dry_run(query: &Query) -> bool {
+pub fn dry_run(query: &Query) -> bool {
     query.get("dryRun") == Some("All")
 }
 
-/// Decodes a request body (JSON, or YAML) into an object.
+/// Decodes a request body (JSON, YAML, or protobuf for a few kinds) into an object.
 pub fn decode_body(body: &[u8], headers: &HeaderMap) -> Result<Value, ApiError> {
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
@@ -92,6 +92,7 @@ pub fn decode_body(body: &[u8], headers: &HeaderMap) -> Result<Value, ApiError> 
             .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?,
         "application/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+        protobuf::CONTENT_TYPE => protobuf::decode(body)?,
         _ => {
             return Err(ApiError::unsupported_media_type(
                 content_type,
@@ -295,7 +296,7 @@ pub fn resource_of(object: &Value) -> Result<&'static ResourceType, ApiError> {
     })
 }
 
-fn finalizers_empty(object: &Value) -> bool {
+pub fn finalizers_empty(object: &Value) -> bool {
     object
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -571,173 +572,4 @@ pub fn get(
         .get(path.resource, path.namespace.as_deref().unwrap_or(""), name)
         .ok_or_else(|| ApiError::not_found(path.resource, name))?;
     Ok(Answer::new(StatusCode::OK, object).into_response(path.resource, output))
-}
-
-/// `DeleteOptions` from the body or the query.
-struct DeleteOptions {
-    uid: Option<String>,
-    resource_version: Option<String>,
-    dry_run: bool,
-}
-
-fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
-    let options: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
-    };
-    let text = |pointer: &str| {
-        options
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let body_dry_run = options
-        .get("dryRun")
-        .and_then(Value::as_array)
-        .is_some_and(|d| d.iter().any(|v| v == "All"));
-    Ok(DeleteOptions {
-        uid: text("/preconditions/uid"),
-        resource_version: text("/preconditions/resourceVersion"),
-        dry_run: body_dry_run || dry_run(query),
-    })
-}
-
-fn success_status(resource: &ResourceType, object: &Value) -> Value {
-    let mut details = json!({ "name": meta::name(object), "kind": resource.plural, "uid": meta::uid(object).unwrap_or("") });
-    if !resource.group.is_empty() {
-        details["group"] = json!(resource.group);
-    }
-    json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details })
-}
-
-/// Deletes one object, honouring preconditions and finalizers. A Namespace takes its
-/// contents with it (at once; there is no namespace controller).
-fn delete_one(
-    shared: &Shared,
-    resource: &'static ResourceType,
-    namespace: &str,
-    name: &str,
-    options: &DeleteOptions,
-) -> Result<Answer, ApiError> {
-    let old = shared
-        .store
-        .get(resource, namespace, name)
-        .ok_or_else(|| ApiError::not_found(resource, name))?;
-    if let Some(uid) = &options.uid
-        && Some(uid.as_str()) != meta::uid(&old)
-    {
-        return Err(ApiError::conflict(
-            resource,
-            name,
-            &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta::uid(&old).unwrap_or("")
-            ),
-        ));
-    }
-    if let Some(rv) = &options.resource_version
-        && Some(rv.as_str())
-            != old
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-    {
-        return Err(ApiError::conflict(
-            resource,
-            name,
-            &format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                old.pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-            ),
-        ));
-    }
-    let expected = meta::resource_version(&old);
-    if options.dry_run {
-        return Ok(Answer::new(StatusCode::OK, old));
-    }
-    if !finalizers_empty(&old) {
-        if old.pointer("/metadata/deletionTimestamp").is_some() {
-            return Ok(Answer::new(StatusCode::ACCEPTED, old));
-        }
-        let mut marked = old.clone();
-        let metadata = meta::metadata_mut(&mut marked);
-        metadata.insert("deletionTimestamp".into(), json!(meta::now()));
-        metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
-        let marked = shared
-            .store
-            .update(resource, namespace, marked, expected.unwrap_or(0))?;
-        return Ok(Answer::new(StatusCode::ACCEPTED, marked));
-    }
-    if resource.plural == "namespaces" {
-        for contained in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-            for object in shared.store.list(contained, Some(name)).0 {
-                let _ = shared
-                    .store
-                    .delete(contained, name, meta::name(&object), None);
-            }
-        }
-    }
-    let mut deleted = shared.store.delete(resource, namespace, name, expected)?;
-    if resource.returns_deleted_object {
-        if resource.plural == "namespaces" {
-            meta::metadata_mut(&mut deleted).insert("deletionTimestamp".into(), json!(meta::now()));
-            deleted["status"] = json!({ "phase": "Terminating" });
-        }
-        Ok(Answer::new(StatusCode::OK, deleted))
-    } else {
-        Ok(Answer::new(
-            StatusCode::OK,
-            success_status(resource, &deleted),
-        ))
-    }
-}
-
-pub fn delete(
-    shared: &Shared,
-    path: &ResourcePath,
-    query: &Query,
-    body: &[u8],
-) -> Result<Answer, ApiError> {
-    let options = delete_options(query, body)?;
-    let namespace = path.namespace.as_deref().unwrap_or("");
-    match path.name.as_deref() {
-        Some(name) => delete_one(shared, path.resource, namespace, name, &options),
-        None => {
-            let selectors = list_watch::selectors(path, query)?;
-            let (objects, rv) = shared.store.list(path.resource, path.namespace.as_deref());
-            let mut deleted = Vec::new();
-            for object in objects.iter().filter(|o| selectors.matches(o)) {
-                let ns = meta::namespace(object).unwrap_or("");
-                match delete_one(shared, path.resource, ns, meta::name(object), &options) {
-                    Ok(answer) => deleted.push(meta::without_type_meta(&answer.object)),
-                    Err(err) if err.code == 404 => {}
-                    Err(err) => return Err(err),
-                }
-            }
-            let list = json!({
-                "kind": path.resource.list_kind(),
-                "apiVersion": path.resource.api_version(),
-                "metadata": { "resourceVersion": rv.to_string() },
-                "items": deleted,
-            });
-            Ok(Answer::new(StatusCode::OK, list))
-        }
-    }
-}
-
-pub fn delete_direct(
-    shared: &Shared,
-    resource: &'static ResourceType,
-    namespace: &str,
-    name: &str,
-) -> Result<Value, ApiError> {
-    let options = DeleteOptions {
-        uid: None,
-        resource_version: None,
-        dry_run: false,
-    };
-    delete_one(shared, resource, namespace, name, &options).map(|answer| answer.object)
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::Shared;
 use super::crud;
+use super::delete;
 use super::discovery;
 use super::faults::Mode;
 use super::list_watch;
@@ -25,9 +26,17 @@ pub async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    Ok(serve(&shared, request)
+    let method = request.method().clone();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let response = serve(&shared, request)
         .await
-        .unwrap_or_else(|err| response::error(&err)))
+        .unwrap_or_else(|err| response::error(&err));
+    tracing::info!(%method, %target, status = response.status().as_u16(), "request");
+    Ok(response)
 }
 
 fn accept(parts: &Parts) -> Option<&str> {
@@ -148,7 +157,10 @@ async fn resource(
     let verb = verb(&parts.method, path, query)?;
     let resource = path.resource;
     shared.stats.count(resource.plural, verb);
-    if shared.faults.is_forbidden(resource.group, resource.plural) {
+    if shared
+        .faults
+        .is_forbidden(resource.group, resource.plural, verb)
+    {
         return Err(ApiError::forbidden(
             &shared.settings.user,
             verb,
@@ -177,7 +189,7 @@ async fn resource(
         }
         _ => {
             let bytes = read_body(body).await?;
-            writes(crud::delete(shared, path, query, &bytes)?)
+            writes(delete::delete(shared, path, query, &bytes)?)
         }
     }
 }
@@ -205,7 +217,9 @@ fn control(shared: &Shared, command: &str, query: &Query) -> Result<Response<Bod
             };
             shared.faults.set_mode(mode);
         }
-        "forbid" => shared.faults.forbid(group, resource),
+        "forbid" => shared
+            .faults
+            .forbid(group, resource, query.get("verb").unwrap_or("*")),
         "allow" => shared.faults.allow(group, resource),
         "clear" => shared.faults.clear(),
         "stats" => return Ok(response::json(StatusCode::OK, &shared.stats.snapshot())),

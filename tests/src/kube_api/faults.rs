@@ -24,7 +24,8 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct Faults {
     mode: watch::Sender<Mode>,
-    forbidden: Mutex<HashSet<(String, String)>>,
+    /// (group, resource, verb); verb `*` forbids every verb.
+    forbidden: Mutex<HashSet<(String, String, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,16 +60,20 @@ impl Faults {
         }
     }
 
-    pub fn forbid(&self, group: &str, resource: &str) {
-        lock(&self.forbidden).insert((group.to_string(), resource.to_string()));
+    pub fn forbid(&self, group: &str, resource: &str, verb: &str) {
+        lock(&self.forbidden).insert((group.into(), resource.into(), verb.into()));
     }
 
+    /// Lifts every prohibition on `group`/`resource`.
     pub fn allow(&self, group: &str, resource: &str) {
-        lock(&self.forbidden).remove(&(group.to_string(), resource.to_string()));
+        lock(&self.forbidden).retain(|(g, r, _)| g != group || r != resource);
     }
 
-    pub fn is_forbidden(&self, group: &str, resource: &str) -> bool {
-        lock(&self.forbidden).contains(&(group.to_string(), resource.to_string()))
+    pub fn is_forbidden(&self, group: &str, resource: &str, verb: &str) -> bool {
+        let forbidden = lock(&self.forbidden);
+        ["*", verb]
+            .iter()
+            .any(|v| forbidden.contains(&(group.to_string(), resource.to_string(), v.to_string())))
     }
 
     pub fn clear(&self) {

@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::crud;
+use super::delete;
 use super::faults::Mode;
 use super::kubeconfig;
 use super::resources::{self, ResourceType};
@@ -332,7 +333,7 @@ impl FakeApiServer {
         name: &str,
     ) -> Result<Value, ApiError> {
         let resource = Self::resource(api_version, kind)?;
-        crud::delete_direct(
+        delete::delete_direct(
             &self.shared,
             resource,
             Self::namespace(resource, namespace),
@@ -405,9 +406,15 @@ impl FakeApiServer {
 
     /// Answers every request for `group`/`resource` (`""` for core) with 403 Forbidden.
     pub fn forbid(&self, group: &str, resource: &str) {
-        self.shared.faults.forbid(group, resource);
+        self.shared.faults.forbid(group, resource, "*");
     }
 
+    /// Answers one verb (`list`, `watch`, `get`, ...) on `group`/`resource` with 403.
+    pub fn forbid_verb(&self, group: &str, resource: &str, verb: &str) {
+        self.shared.faults.forbid(group, resource, verb);
+    }
+
+    /// Lifts every prohibition on `group`/`resource`.
     pub fn allow(&self, group: &str, resource: &str) {
         self.shared.faults.allow(group, resource);
     }

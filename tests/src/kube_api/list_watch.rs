@@ -340,7 +340,7 @@ async fn run_watch(
         }
     }
     if let Some(first) = replay.first() {
-        watcher.resource_version = first.resource_version - 1;
+        watcher.resource_version = first.resource_version.saturating_sub(1);
     }
     for event in &replay {
         if !watcher.deliver(event).await {

@@ -11,10 +11,20 @@
 //! Start one with [`FakeApiServer::start`] (or [`FakeApiServer::builder`]); point a
 //! client at [`FakeApiServer::kubeconfig_path`]. The `fake-apiserver` binary runs the
 //! same server for humans and demos.
+//!
+//! Known differences from kube-apiserver: no OpenAPI documents (kubectl needs
+//! `--validate=false`), no RBAC beyond the forbid hooks, no managedFields and a
+//! server-side apply that is a strategic merge without conflict detection, no
+//! controllers (no garbage collection by ownerReferences; a Namespace's contents go
+//! with it at once; Pods stay `Pending`), validation only of names, labels and the
+//! fields sidelb's kinds need, protobuf bodies only for the simple kinds kubectl's
+//! `create` subcommands send, webhook `matchConditions` not evaluated, and lists at an
+//! exact older resourceVersion answered 410.
 
 mod admission;
 mod crud;
 mod defaults;
+mod delete;
 mod discovery;
 mod dispatch;
 mod faults;
@@ -23,6 +33,7 @@ mod kubeconfig;
 mod list_watch;
 mod meta;
 mod patch;
+mod protobuf;
 mod request;
 mod resources;
 mod response;

@@ -346,3 +346,60 @@ impl Store {
         json!({ "kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube_api::resources;
+
+    fn config_map(name: &str) -> Value {
+        json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name, "namespace": "a" } })
+    }
+
+    #[test]
+    fn bounded_history_makes_old_versions_expire() {
+        let cm = resources::by_kind("v1", "ConfigMap").unwrap();
+        let store = Store::new(2, 100);
+        for name in ["x", "y", "z"] {
+            store.create(cm, "a", config_map(name)).unwrap();
+        }
+        assert_eq!(store.resource_version(), 103);
+        let err = store.subscribe(cm, None, Some(100)).err().unwrap();
+        assert_eq!((err.code, err.reason), (410, "Expired"));
+        assert_eq!(err.message, "too old resource version: 100 (101)");
+        let resumed = store.subscribe(cm, None, Some(101)).ok().unwrap();
+        let replayed: Vec<u64> = resumed.replay.iter().map(|e| e.resource_version).collect();
+        assert_eq!(replayed, [102, 103]);
+        assert_eq!(
+            store.subscribe(cm, None, Some(104)).err().unwrap().code,
+            504
+        );
+    }
+
+    #[test]
+    fn updates_check_the_version_read_and_deletes_get_a_new_one() {
+        let cm = resources::by_kind("v1", "ConfigMap").unwrap();
+        let store = Store::new(10, 100);
+        let created = store.create(cm, "a", config_map("x")).unwrap();
+        assert_eq!(
+            store.create(cm, "a", config_map("x")).unwrap_err().code,
+            409
+        );
+        assert_eq!(
+            store
+                .update(cm, "a", created.clone(), 1)
+                .unwrap_err()
+                .reason,
+            "Conflict"
+        );
+        store.update(cm, "a", created, 101).unwrap();
+        let deleted = store.delete(cm, "a", "x", None).unwrap();
+        assert_eq!(meta::resource_version(&deleted), Some(103));
+        assert!(store.get(cm, "a", "x").is_none());
+        store.compact();
+        assert_eq!(
+            store.subscribe(cm, None, Some(103)).err().unwrap().code,
+            410
+        );
+    }
+}
