@@ -3,6 +3,8 @@
 //! - [`echo`]: the gRPC test backend (`sidelb-test-backend`).
 //! - [`harness`]: processes, backends, the proxy, clients and tallies for
 //!   end-to-end tests and the demo.
+//! - [`kube_api`]: the fake Kubernetes API server (`fake-apiserver`).
 
 pub mod echo;
 pub mod harness;
+pub mod kube_api;
