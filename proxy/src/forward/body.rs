@@ -10,7 +10,7 @@
 //! [`REPLAY_LIMIT`]) so that a request that provably never reached an app can
 //! be sent again to another endpoint, whole.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use std::future::poll_fn;
@@ -19,6 +19,10 @@ use std::task::Poll;
 
 /// Largest request body kept for a retry.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Chunks already received are joined up to this size (one default-size
+/// HTTP/2 frame).
+const COALESCE_LIMIT: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub enum PumpError {
@@ -44,25 +48,51 @@ async fn send_chunk(tx: &mut SendStream<Bytes>, chunk: Bytes, eos: bool) -> Resu
 }
 
 /// Reads the next chunk of `rx`, or notices that `tx`'s peer reset it.
-async fn next_chunk(
-    rx: &mut RecvStream,
-    tx: &mut SendStream<Bytes>,
-) -> Result<Option<Bytes>, PumpError> {
-    poll_fn(|cx| {
+///
+/// Chunks that have already arrived are joined (up to [`COALESCE_LIMIT`]),
+/// so a burst of small gRPC messages crosses the proxy as one DATA frame
+/// instead of one frame each.
+async fn next_chunk(rx: &mut RecvStream, tx: &mut SendStream<Bytes>) -> Result<Option<Bytes>, PumpError> {
+    let first = poll_fn(|cx| {
         if let Poll::Ready(r) = tx.poll_reset(cx) {
             return Poll::Ready(Err(PumpError::Send(r.map_or_else(|e| e, h2::Error::from))));
         }
         match rx.poll_data(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                let _ = rx.flow_control().release_capacity(chunk.len());
-                Poll::Ready(Ok(Some(chunk)))
-            }
+            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Ok(Some(chunk))),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Err(PumpError::Recv(e))),
             Poll::Ready(None) => Poll::Ready(Ok(None)),
             Poll::Pending => Poll::Pending,
         }
     })
-    .await
+    .await;
+    let Some(first) = first? else {
+        return Ok(None);
+    };
+    let _ = rx.flow_control().release_capacity(first.len());
+    if first.len() >= COALESCE_LIMIT {
+        return Ok(Some(first));
+    }
+    let mut joined: Option<BytesMut> = None;
+    loop {
+        let more = poll_fn(|cx| Poll::Ready(rx.poll_data(cx))).await;
+        match more {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let _ = rx.flow_control().release_capacity(chunk.len());
+                let buf = joined.get_or_insert_with(|| {
+                    let mut b = BytesMut::with_capacity(COALESCE_LIMIT);
+                    b.extend_from_slice(&first);
+                    b
+                });
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= COALESCE_LIMIT {
+                    break;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => return Err(PumpError::Recv(e)),
+            Poll::Ready(None) | Poll::Pending => break,
+        }
+    }
+    Ok(Some(joined.map_or(first, BytesMut::freeze)))
 }
 
 async fn trailers(rx: &mut RecvStream) -> Result<Option<HeaderMap>, PumpError> {
