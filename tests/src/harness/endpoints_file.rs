@@ -12,6 +12,7 @@
 //! rename it over the old one), as a config-map update or `mv` does: the proxy
 //! never reads a half-written file, and it sees a new inode each time.
 
+use super::backend::Backend;
 use super::scratch::ScratchDir;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -38,6 +39,17 @@ impl ServiceEndpoints {
             port,
             endpoints: endpoints.iter().map(SocketAddr::to_string).collect(),
         }
+    }
+
+    /// Service `name.namespace:port` served by `backends`.
+    pub fn of<'a>(
+        name: &str,
+        namespace: &str,
+        port: u16,
+        backends: impl IntoIterator<Item = &'a Backend>,
+    ) -> Self {
+        let addrs: Vec<SocketAddr> = backends.into_iter().map(Backend::addr).collect();
+        ServiceEndpoints::new(name, namespace, port, &addrs)
     }
 
     /// `name.namespace:port`, as in `SIDELB_UPSTREAMS` and `:authority`.
