@@ -51,7 +51,9 @@ pub enum NoEndpoint {
         service: String,
         source_name: String,
     },
-    #[error("all {count} endpoints of service {service} are failing; last error: {last_error}")]
+    #[error(
+        "all {count} endpoints of service {service} are failing (last error: {last_error}); check that its pods are running and accept connections"
+    )]
     AllFailing {
         service: String,
         count: usize,
