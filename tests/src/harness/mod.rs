@@ -84,7 +84,7 @@ pub use load::{Load, LoadLimits};
 pub use process::Process;
 pub use proxy::{Proxy, ProxyOptions};
 pub use python::{PythonClient, PythonSummary};
-pub use raw_grpc::{RawGrpc, RawResponse};
+pub use raw_grpc::{PlainResponse, RawGrpc, RawResponse};
 pub use scratch::ScratchDir;
 pub use setup::{ECHO, EchoSetup};
 pub use tally::{Tally, unary_calls, unary_calls_concurrently};
