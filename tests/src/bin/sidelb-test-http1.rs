@@ -6,7 +6,9 @@
 //! echoes the request as the backend saw it: method, path and query,
 //! version, every header (framing headers included, so a test sees whether
 //! the body came with a length or chunked) and the body. Special requests:
-//! - `GET /__stats`: `{"requests": N, "connections": N}`, itself not counted;
+//! - `GET /__stats`: `{"requests": N, "connections": N}`, neither the
+//!   request nor its connection counted (connections count every accepted
+//!   one, also those that never sent a valid request, e.g. HTTP/2 attempts);
 //! - a query `chunks=N`: the answer is streamed in N parts without a length
 //!   (so it goes out chunked);
 //! - path `/close`: the connection is dropped without an answer.
@@ -24,7 +26,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use tokio::net::TcpListener;
 
 /// An HTTP/1.1 server that answers with its name and echoes each request.
@@ -43,6 +45,8 @@ struct Flags {
 struct Counters {
     requests: AtomicU64,
     connections: AtomicU64,
+    /// Connections that asked for `/__stats`: not counted.
+    stats_connections: AtomicU64,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -63,9 +67,10 @@ async fn main() -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         counters.connections.fetch_add(1, Relaxed);
         let (name, counters) = (name.clone(), counters.clone());
+        let asked_stats = Arc::new(AtomicBool::new(false));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                answer(request, name.clone(), counters.clone())
+                answer(request, name.clone(), counters.clone(), asked_stats.clone())
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -78,11 +83,17 @@ async fn answer(
     request: Request<Incoming>,
     name: Arc<str>,
     counters: Arc<Counters>,
+    asked_stats: Arc<AtomicBool>,
 ) -> Result<Response<Body>, String> {
     if request.uri().path() == "/__stats" {
+        if !asked_stats.swap(true, Relaxed) {
+            counters.stats_connections.fetch_add(1, Relaxed);
+        }
+        let connections =
+            counters.connections.load(Relaxed) - counters.stats_connections.load(Relaxed);
         let stats = serde_json::json!({
             "requests": counters.requests.load(Relaxed),
-            "connections": counters.connections.load(Relaxed),
+            "connections": connections,
         });
         return Ok(respond(&name, full(stats.to_string())));
     }

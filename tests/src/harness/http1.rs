@@ -73,6 +73,14 @@ impl Http1Conn {
         })
     }
 
+    /// An HTTP/1.1 view of a connection opened otherwise.
+    pub fn from_stream(stream: TcpStream) -> Http1Conn {
+        Http1Conn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Writes `bytes` as they are.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream.write_all(bytes).await.context("writing")
@@ -94,17 +102,45 @@ impl Http1Conn {
     /// Waits, at most [`READ_TIMEOUT`], for the peer to close the
     /// connection; fails if it sends anything instead or keeps it open.
     pub async fn wait_closed(&mut self) -> Result<()> {
+        self.wait_closed_within(READ_TIMEOUT).await
+    }
+
+    /// [`Http1Conn::wait_closed`] with another bound.
+    pub async fn wait_closed_within(&mut self, bound: Duration) -> Result<()> {
         let mut byte = [0u8; 1];
         if !self.buf.is_empty() {
             bail!("unread bytes before the close: {:?}", self.buf);
         }
-        match tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut byte)).await {
+        match tokio::time::timeout(bound, self.stream.read(&mut byte)).await {
             Ok(Ok(0)) => Ok(()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
             Ok(Ok(_)) => bail!("the peer sent more instead of closing: {byte:?}"),
             Ok(Err(e)) => Err(e).context("reading"),
-            Err(_) => bail!("the connection is still open after {READ_TIMEOUT:?}"),
+            Err(_) => bail!("the connection is still open after {bound:?}"),
         }
+    }
+
+    /// Reads whatever the peer sends until it closes the connection, for at
+    /// most `bound`; returns what it sent (e.g. an HTTP/2 SETTINGS frame).
+    pub async fn read_until_closed(&mut self, bound: Duration) -> Result<Vec<u8>> {
+        let reading = async {
+            loop {
+                match self.fill().await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let reset = e
+                            .downcast_ref::<std::io::Error>()
+                            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+                        return if reset { Ok(()) } else { Err(e) };
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(bound, reading)
+            .await
+            .with_context(|| format!("the connection is still open after {bound:?}"))??;
+        Ok(self.buf.split().to_vec())
     }
 
     async fn fill(&mut self) -> Result<usize> {
