@@ -42,7 +42,7 @@ async fn a_call_past_its_deadline_is_deadline_exceeded_and_cancelled() {
     let addr = setup.proxy.upstream_addr(ECHO).expect("listener");
     // At the HTTP/2 level: a gRPC library would also time the call out on
     // its own side, and then nothing would be learnt about the proxy.
-    let mut raw = RawGrpc::connect(addr, ECHO).await.expect("connects");
+    let raw = RawGrpc::connect(addr, ECHO).await.expect("connects");
 
     let slow = EchoRequest {
         delay_ms: MINUTE_MS,
@@ -90,7 +90,7 @@ async fn the_proxy_answers_a_deadline_itself_when_the_backend_cannot() {
         .await
         .expect("setup");
     let addr = setup.proxy.upstream_addr(ECHO).expect("listener");
-    let mut raw = RawGrpc::connect(addr, ECHO).await.expect("connects");
+    let raw = RawGrpc::connect(addr, ECHO).await.expect("connects");
     let stuck = &mut setup.backends[0];
     stuck.process().signal(libc::SIGSTOP).expect("SIGSTOP");
 
@@ -139,7 +139,7 @@ async fn the_proxy_answers_a_deadline_itself_when_the_backend_cannot() {
     .expect("the stream runs");
     let stuck = &mut setup.backends[0];
     stuck.process().signal(libc::SIGSTOP).expect("SIGSTOP");
-    let (mut raw, response) = stream.await.expect("joined");
+    let (raw, response) = stream.await.expect("joined");
     stuck.process().signal(libc::SIGCONT).expect("SIGCONT");
     let response = response.expect("answered at the deadline");
     assert!(response.messages.len() >= 2, "{response:?}");

@@ -375,7 +375,7 @@ async fn a_reader_that_stops_holds_back_the_backend_not_the_proxy_memory() {
     while let Some(reply) = replies.message().await.expect("reply") {
         assert_eq!((reply.sequence, reply.payload.len()), (read, MIB));
         read += 1;
-        if read % 8 == 0 {
+        if read.is_multiple_of(8) {
             let ahead = produced().await.expect("stats");
             assert!(ahead <= read + AHEAD, "{ahead} produced, {read} read");
         }

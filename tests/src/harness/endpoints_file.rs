@@ -96,10 +96,15 @@ impl EndpointsFile {
 
     /// Replaces the file's content with `services`, atomically.
     pub fn write(&self, services: &[ServiceEndpoints]) -> Result<()> {
-        let yaml = serde_yaml::to_string(&Document { services })?;
+        self.write_raw(&serde_yaml::to_string(&Document { services })?)
+    }
+
+    /// Replaces the file's content with `text` as it is (e.g. a malformed
+    /// file), atomically.
+    pub fn write_raw(&self, text: &str) -> Result<()> {
         let n = self.writes.fetch_add(1, Ordering::Relaxed);
         let temporary = self.dir.path().join(format!(".endpoints.yaml.{n}"));
-        std::fs::write(&temporary, yaml)
+        std::fs::write(&temporary, text)
             .with_context(|| format!("writing {}", temporary.display()))?;
         std::fs::rename(&temporary, &self.path)
             .with_context(|| format!("renaming over {}", self.path.display()))?;

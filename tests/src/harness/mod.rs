@@ -13,6 +13,7 @@
 //! - [`PythonClient`]: the same checks from a Python grpcio app.
 //! - [`RawGrpc`]: a call at the HTTP/2 level, to see trailers-only responses
 //!   and far-end deadlines that gRPC libraries hide.
+//! - [`metrics`]: the proxy's `/metrics`, parsed and queried by labels.
 //! - [`Http1Conn`], [`Http1Backend`]: HTTP/1.1 byte for byte (malformed
 //!   framing included) and a backend that echoes what reached it.
 //! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
@@ -65,6 +66,7 @@ pub mod endpoints_file;
 pub mod http1;
 pub mod http_get;
 pub mod load;
+pub mod metrics;
 pub mod ports;
 pub mod process;
 pub mod proxy;
