@@ -366,5 +366,9 @@ async fn over_the_in_flight_limit_calls_fail_at_once_naming_the_service() {
         .await
         .expect("answered");
     assert_eq!(again.grpc_status(), Some(0), "{again:?}");
-    assert_eq!(a.stats().await.expect("stats").failed, 0);
+    assert_eq!(
+        a.stats().await.expect("stats").calls,
+        3,
+        "the two held and the last one: the refused calls never reached a"
+    );
 }
