@@ -64,6 +64,7 @@ fn pick_endpoint<const KIND: usize>(bencher: divan::Bencher, n: usize) {
             slow_start_us: None,
             next: &next,
             allow_ejected: false,
+            http2: true,
         };
         divan::black_box(pick(&eps, &cx))
     });

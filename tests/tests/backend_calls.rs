@@ -241,7 +241,7 @@ async fn requested_status_codes_come_back_and_are_counted() {
 #[tokio::test]
 async fn raw_calls_show_the_status_where_grpc_puts_it() {
     let (backend, _) = backend("alpha").await;
-    let mut raw = RawGrpc::connect(backend.addr(), "echo.test:50051")
+    let raw = RawGrpc::connect(backend.addr(), "echo.test:50051")
         .await
         .expect("connects");
     let ok = raw
@@ -268,7 +268,7 @@ async fn raw_calls_show_the_status_where_grpc_puts_it() {
 #[tokio::test]
 async fn a_delay_past_the_deadline_is_deadline_exceeded() {
     let (backend, _) = backend("alpha").await;
-    let mut raw = RawGrpc::connect(backend.addr(), "echo.test:50051")
+    let raw = RawGrpc::connect(backend.addr(), "echo.test:50051")
         .await
         .expect("connects");
     let slow = EchoRequest {
@@ -319,7 +319,7 @@ async fn a_slow_backend_delays_every_call() {
         ..Default::default()
     };
     let slow = Backend::spawn("slow", options).await.expect("starts");
-    let mut raw = RawGrpc::connect(slow.addr(), "echo.test:50051")
+    let raw = RawGrpc::connect(slow.addr(), "echo.test:50051")
         .await
         .expect("connects");
     for method in ["Unary", "ServerStream"] {

@@ -1,7 +1,8 @@
 //! First end-to-end checks through `sidelb-proxy`, written with the harness
 //! to prove it against the real proxy: one connection spread over every
 //! backend, a backend added to the endpoints file taking calls, both
-//! listeners, and a Python grpcio app.
+//! listeners, and a Python grpcio app on one channel (on either listener:
+//! every backend gets a share, every call kind and check passes).
 //!
 //! The binaries come from `cargo build --workspace --bins` (`make test` does
 //! it first), or from `SIDELB_BIN_DIR`.
@@ -77,24 +78,70 @@ async fn the_authority_listener_routes_by_authority() {
 async fn a_python_app_on_one_channel_is_balanced() {
     let pods = backends(&["a", "b", "c"]).await;
     let file = EndpointsFile::create(&[service(&pods)]).expect("file");
-    let proxy = Proxy::spawn(ProxyOptions::file_discovery(&file).upstream(TARGET))
+    // Round-robin takes the backends strictly in turn, so the share of each
+    // is exact; the latency-aware default is shown in proxy_balance.rs.
+    let options = ProxyOptions::file_discovery(&file)
+        .upstream(TARGET)
+        .env("SIDELB_BALANCER", "round-robin");
+    let proxy = Proxy::spawn(options).await.expect("proxy ready");
+    proxy
+        .wait_ready(TARGET, &pods.iter().map(Backend::addr).collect::<Vec<_>>())
         .await
-        .expect("proxy ready");
-    let python = PythonClient {
+        .expect("all connected");
+    // On the authority listener with the Service's name as the channel's
+    // authority, and on the upstream listener.
+    let on_listener = PythonClient {
         calls: 150,
         ..PythonClient::new(proxy.upstream_addr(TARGET).expect("listener"))
     };
-    let summary = python.run().await.expect("Python client runs");
-    assert!(
-        summary.failed_checks().is_empty(),
-        "{:?}",
-        summary.failed_checks()
-    );
-    assert_eq!(
-        summary.unary.statuses.get("OK"),
-        Some(&150),
-        "{:?}",
-        summary.unary
-    );
-    assert_eq!(summary.unary.by_backend.len(), 3, "{:?}", summary.unary);
+    let by_authority = PythonClient {
+        calls: 60,
+        authority: Some(TARGET.to_string()),
+        large_bytes: 0,
+        ..PythonClient::new(proxy.outbound_addr())
+    };
+    for python in [by_authority, on_listener] {
+        let summary = python.run().await.expect("Python client runs");
+        assert!(
+            summary.failed_checks().is_empty(),
+            "{:?}",
+            summary.failed_checks()
+        );
+        let mut kinds = vec![
+            "server_stream",
+            "client_stream",
+            "bidi",
+            "metadata",
+            "failure",
+        ];
+        if python.large_bytes > 0 {
+            kinds.push("large");
+        }
+        for kind in kinds {
+            let check = summary
+                .checks
+                .get(kind)
+                .unwrap_or_else(|| panic!("{kind} checked"));
+            assert!(
+                !check.backends.is_empty()
+                    && check
+                        .backends
+                        .iter()
+                        .all(|b| ["a", "b", "c"].contains(&b.as_str())),
+                "{kind} served by our backends: {check:?}"
+            );
+        }
+        let calls = u64::from(python.calls);
+        assert_eq!(
+            summary.unary.statuses.get("OK"),
+            Some(&calls),
+            "{:?}",
+            summary.unary
+        );
+        // The one channel's calls are spread over every backend.
+        for pod in ["a", "b", "c"] {
+            let got = summary.unary.by_backend.get(pod).copied().unwrap_or(0);
+            assert_eq!(got, calls / 3, "{pod}: {:?}", summary.unary);
+        }
+    }
 }

@@ -14,7 +14,7 @@
 //! samples keep hitting unusable endpoints does it fall back to a scan.
 
 use super::outlier::Outlier;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{ConnState, Endpoint};
 use sidelb_config::Balancer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -31,11 +31,20 @@ pub struct PickContext<'a> {
     pub next: &'a AtomicUsize,
     /// Use ejected endpoints (when nothing else is left).
     pub allow_ejected: bool,
+    /// The request goes over the endpoint's HTTP/2 connection, which must be
+    /// up. An HTTP/1.1 request opens its own connection: it only avoids
+    /// endpoints that refuse connections (the endpoint may speak no HTTP/2).
+    pub http2: bool,
 }
 
 impl PickContext<'_> {
     fn usable(&self, ep: &Endpoint) -> bool {
-        ep.is_ready()
+        let reachable = if self.http2 {
+            ep.is_ready()
+        } else {
+            ep.state() != ConnState::Down
+        };
+        reachable
             && !self.exclude.is_some_and(|x| std::ptr::eq(x, ep))
             && (self.allow_ejected || !self.outlier.is_out(ep, self.now_us))
     }

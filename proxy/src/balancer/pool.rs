@@ -51,7 +51,9 @@ pub enum NoEndpoint {
         service: String,
         source_name: String,
     },
-    #[error("all {count} endpoints of service {service} are failing; last error: {last_error}")]
+    #[error(
+        "all {count} endpoints of service {service} are failing (last error: {last_error}); check that its pods are running and accept connections"
+    )]
     AllFailing {
         service: String,
         count: usize,
@@ -166,8 +168,18 @@ impl Pool {
         Some(Admission(self.clone()))
     }
 
-    /// Chooses an endpoint now, without waiting.
+    /// Chooses an endpoint now, without waiting, for an HTTP/2 request.
     pub fn try_pick(&self, exclude: Option<&Endpoint>) -> Result<Arc<Endpoint>, NoEndpoint> {
+        self.try_pick_for(exclude, true)
+    }
+
+    /// Chooses an endpoint now, without waiting; `http2`: for a request on
+    /// the endpoint's HTTP/2 connection (else HTTP/1.1, see [`PickContext::http2`]).
+    pub fn try_pick_for(
+        &self,
+        exclude: Option<&Endpoint>,
+        http2: bool,
+    ) -> Result<Arc<Endpoint>, NoEndpoint> {
         let endpoints = self.endpoints.load();
         let mut cx = PickContext {
             kind: self.shared.config.balancer,
@@ -177,6 +189,7 @@ impl Pool {
             slow_start_us: self.shared.config.slow_start.map(us),
             next: &self.next,
             allow_ejected: false,
+            http2,
         };
         if let Some(ep) = pick(&endpoints, &cx) {
             return Ok(ep);
@@ -188,19 +201,38 @@ impl Pool {
         Err(self.why_none(&endpoints))
     }
 
-    /// Chooses an endpoint, waiting (at most `wait`) while discovery has not
-    /// answered or endpoints are still connecting.
+    /// Chooses an endpoint for an HTTP/2 request, waiting (at most `wait`)
+    /// while discovery has not answered or endpoints are still connecting.
     pub async fn pick(
         &self,
         exclude: Option<&Endpoint>,
         wait: Duration,
+    ) -> Result<Arc<Endpoint>, NoEndpoint> {
+        self.pick_for(exclude, wait, true).await
+    }
+
+    /// [`Pool::pick`] for an HTTP/1.1 request: the endpoint's HTTP/2
+    /// connection need not be up, only the endpoint reachable.
+    pub async fn pick_http1(
+        &self,
+        exclude: Option<&Endpoint>,
+        wait: Duration,
+    ) -> Result<Arc<Endpoint>, NoEndpoint> {
+        self.pick_for(exclude, wait, false).await
+    }
+
+    async fn pick_for(
+        &self,
+        exclude: Option<&Endpoint>,
+        wait: Duration,
+        http2: bool,
     ) -> Result<Arc<Endpoint>, NoEndpoint> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let err = match self.try_pick(exclude) {
+            let err = match self.try_pick_for(exclude, http2) {
                 Ok(ep) => return Ok(ep),
                 Err(e) => e,
             };
@@ -208,7 +240,7 @@ impl Pool {
                 return Err(err);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(self.try_pick(exclude).err().unwrap_or(err));
+                return Err(self.try_pick_for(exclude, http2).err().unwrap_or(err));
             }
         }
     }

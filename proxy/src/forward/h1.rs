@@ -54,7 +54,7 @@ pub async fn forward(
     let wait = pool.shared.config.connect_timeout;
     let mut failed: Option<Arc<Endpoint>> = None;
     loop {
-        let ep = pool.pick(failed.as_deref(), wait).await?;
+        let ep = pool.pick_http1(failed.as_deref(), wait).await?;
         let in_flight = ep.start_request();
         let started = Instant::now();
         let req = request(head, &ep, slot);

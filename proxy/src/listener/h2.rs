@@ -13,7 +13,10 @@ pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(config.max_header_bytes)
-        .max_concurrent_streams(config.max_in_flight.min(u32::MAX as usize) as u32)
+        // No per-connection stream limit: the in-flight limit is per service
+        // and answers at once with UNAVAILABLE. A connection limit would make
+        // the app's client queue its calls instead, and let one busy service
+        // hold back every other service on the same connection.
         .handshake::<_, Bytes>(io);
     let mut conn = match tokio::time::timeout(config.header_read_timeout, handshake).await {
         Ok(Ok(conn)) => conn,

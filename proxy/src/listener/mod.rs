@@ -3,7 +3,9 @@
 //! Each listener serves HTTP/2 with prior knowledge (what gRPC uses) and
 //! HTTP/1.1 on the same port, told apart by the first bytes: the HTTP/2
 //! connection preface. A connection that sends nothing is closed after the
-//! header read timeout.
+//! header read timeout, and so is an HTTP/2 one whose preface is not whole
+//! by then: the magic string and the client's first SETTINGS frame
+//! (RFC 9113 §3.4).
 
 pub mod h1;
 pub mod h2;
@@ -23,6 +25,21 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const FRAME_HEADER: usize = 9;
+/// A SETTINGS frame is a few entries of 6 bytes; a longer one is left to
+/// the HTTP/2 server to refuse.
+const MAX_PREFACE_SETTINGS: usize = 16 * 1024;
+
+/// Whether `buf`, which starts with the magic string, also holds the whole
+/// frame after it (the client's SETTINGS), which completes the preface.
+fn h2_preface_complete(buf: &[u8]) -> bool {
+    let start = H2_PREFACE.len();
+    let Some(header) = buf.get(start..start + FRAME_HEADER) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    buf.len() >= start + FRAME_HEADER + len.min(MAX_PREFACE_SETTINGS)
+}
 
 /// What a connection task needs.
 pub struct ConnContext {
@@ -118,7 +135,10 @@ async fn serve_connection(mut stream: TcpStream, cx: ConnContext, drain: Drain) 
                 Ok(0) => return false,
                 Ok(_) => {
                     let n = first.len().min(H2_PREFACE.len());
-                    if first[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+                    if first[..n] != H2_PREFACE[..n] {
+                        return true;
+                    }
+                    if n == H2_PREFACE.len() && h2_preface_complete(&first) {
                         return true;
                     }
                 }
@@ -147,5 +167,27 @@ async fn serve_connection(mut stream: TcpStream, cx: ConnContext, drain: Drain) 
         h2::serve(rewind::Rewind::new(first.freeze(), stream), cx, drain).await;
     } else {
         h1::serve(stream, first, cx, drain).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preface_is_complete_with_the_first_frame() {
+        let mut buf = H2_PREFACE.to_vec();
+        assert!(!h2_preface_complete(&buf), "magic alone");
+        buf.extend_from_slice(&[0, 0, 12, 4, 0, 0, 0, 0]);
+        assert!(!h2_preface_complete(&buf), "part of a frame header");
+        buf.push(0);
+        assert!(!h2_preface_complete(&buf), "header without its payload");
+        buf.extend_from_slice(&[0; 11]);
+        assert!(!h2_preface_complete(&buf), "one byte short");
+        buf.push(0);
+        assert!(h2_preface_complete(&buf));
+        let mut empty_settings = H2_PREFACE.to_vec();
+        empty_settings.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert!(h2_preface_complete(&empty_settings));
     }
 }

@@ -50,6 +50,7 @@ struct Counters {
     failed: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
+    replies: AtomicU64,
 }
 
 #[derive(Clone, Copy)]
@@ -145,6 +146,7 @@ impl Call {
         };
         let sequence = self.replies;
         self.replies += 1;
+        self.counters.replies.fetch_add(1, Relaxed);
         EchoReply {
             backend: self.backend.clone(),
             payload,
@@ -239,6 +241,7 @@ impl Echo for EchoService {
             failed: c.failed.load(Relaxed),
             in_flight: c.in_flight.load(Relaxed),
             peak_in_flight: c.peak_in_flight.load(Relaxed),
+            replies: c.replies.load(Relaxed),
         }))
     }
 }

@@ -81,6 +81,15 @@ impl Backend {
         })
     }
 
+    /// Starts one backend per name, all with `options`.
+    pub async fn spawn_all(names: &[&str], options: BackendOptions) -> Result<Vec<Backend>> {
+        let mut started = Vec::with_capacity(names.len());
+        for name in names {
+            started.push(Backend::spawn(name, options.clone()).await?);
+        }
+        Ok(started)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

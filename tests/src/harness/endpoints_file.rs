@@ -12,6 +12,7 @@
 //! rename it over the old one), as a config-map update or `mv` does: the proxy
 //! never reads a half-written file, and it sees a new inode each time.
 
+use super::backend::Backend;
 use super::scratch::ScratchDir;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -38,6 +39,17 @@ impl ServiceEndpoints {
             port,
             endpoints: endpoints.iter().map(SocketAddr::to_string).collect(),
         }
+    }
+
+    /// Service `name.namespace:port` served by `backends`.
+    pub fn of<'a>(
+        name: &str,
+        namespace: &str,
+        port: u16,
+        backends: impl IntoIterator<Item = &'a Backend>,
+    ) -> Self {
+        let addrs: Vec<SocketAddr> = backends.into_iter().map(Backend::addr).collect();
+        ServiceEndpoints::new(name, namespace, port, &addrs)
     }
 
     /// `name.namespace:port`, as in `SIDELB_UPSTREAMS` and `:authority`.
@@ -84,10 +96,15 @@ impl EndpointsFile {
 
     /// Replaces the file's content with `services`, atomically.
     pub fn write(&self, services: &[ServiceEndpoints]) -> Result<()> {
-        let yaml = serde_yaml::to_string(&Document { services })?;
+        self.write_raw(&serde_yaml::to_string(&Document { services })?)
+    }
+
+    /// Replaces the file's content with `text` as it is (e.g. a malformed
+    /// file), atomically.
+    pub fn write_raw(&self, text: &str) -> Result<()> {
         let n = self.writes.fetch_add(1, Ordering::Relaxed);
         let temporary = self.dir.path().join(format!(".endpoints.yaml.{n}"));
-        std::fs::write(&temporary, yaml)
+        std::fs::write(&temporary, text)
             .with_context(|| format!("writing {}", temporary.display()))?;
         std::fs::rename(&temporary, &self.path)
             .with_context(|| format!("renaming over {}", self.path.display()))?;

@@ -5,12 +5,17 @@
 //!   flaky or stream-limited ones.
 //! - [`EndpointsFile`]: the file of `SIDELB_DISCOVERY=file:PATH`, rewritten atomically.
 //! - [`Proxy`]: a `sidelb-proxy` process, on free ports, ready when returned.
+//! - [`EchoSetup`]: named backends behind [`ECHO`] and a proxy in front, all
+//!   connected: the start of most proxy tests.
 //! - [`client`]: an `Echo` client on one HTTP/2 connection.
 //! - [`Tally`], [`unary_calls`], [`Load`]: calls run in bounded numbers and
 //!   time, counted per backend and per status.
 //! - [`PythonClient`]: the same checks from a Python grpcio app.
 //! - [`RawGrpc`]: a call at the HTTP/2 level, to see trailers-only responses
 //!   and far-end deadlines that gRPC libraries hide.
+//! - [`metrics`]: the proxy's `/metrics`, parsed and queried by labels.
+//! - [`Http1Conn`], [`Http1Backend`]: HTTP/1.1 byte for byte (malformed
+//!   framing included) and a backend that echoes what reached it.
 //! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
 //! - [`Process`]: the guard under all of these: killed on drop, logs kept and
 //!   printed when a test fails.
@@ -58,14 +63,17 @@ pub mod backend;
 pub mod binary;
 pub mod client;
 pub mod endpoints_file;
+pub mod http1;
 pub mod http_get;
 pub mod load;
+pub mod metrics;
 pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod python;
 pub mod raw_grpc;
 pub mod scratch;
+pub mod setup;
 pub mod tally;
 pub mod wait;
 
@@ -73,11 +81,13 @@ pub use backend::{Backend, BackendOptions};
 pub use binary::binary_path;
 pub use client::Echo;
 pub use endpoints_file::{EndpointsFile, ServiceEndpoints};
+pub use http1::{Http1Backend, Http1Conn, Http1Echo, Http1Response};
 pub use load::{Load, LoadLimits};
 pub use process::Process;
 pub use proxy::{Proxy, ProxyOptions};
 pub use python::{PythonClient, PythonSummary};
-pub use raw_grpc::{RawGrpc, RawResponse};
+pub use raw_grpc::{PlainResponse, RawGrpc, RawResponse};
 pub use scratch::ScratchDir;
+pub use setup::{ECHO, EchoSetup};
 pub use tally::{Tally, unary_calls, unary_calls_concurrently};
 pub use wait::wait_until;

@@ -76,29 +76,13 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy and waits, at most [`READY_TIMEOUT`], until it is ready.
     pub async fn spawn(options: ProxyOptions) -> Result<Proxy> {
-        let mut env = options.env;
-        let outbound = chosen_addr(&mut env, settings::OUTBOUND_ADDR)?;
-        let admin = chosen_addr(&mut env, settings::ADMIN_ADDR)?;
-        let mut upstreams = BTreeMap::new();
-        for target in options.upstreams {
-            upstreams.insert(target, free_local_addr()?);
-        }
-        if !upstreams.is_empty() {
-            let listed: Vec<String> = upstreams
-                .iter()
-                .map(|(target, addr)| format!("{target}={}", addr.port()))
-                .collect();
-            env.insert(settings::UPSTREAMS.to_string(), listed.join(","));
-        }
-
-        let mut command = Command::new(binary_path(PROXY_BIN)?);
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if SCRUBBED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-                command.env_remove(name.as_ref());
-            }
-        }
-        command.envs(&env);
+        let Prepared {
+            command,
+            env,
+            outbound,
+            admin,
+            upstreams,
+        } = prepare(options)?;
         let mut process = Process::spawn("sidelb-proxy", command)?;
 
         let readiness = wait::wait_until("GET /ready to answer 200", READY_TIMEOUT, || {
@@ -199,6 +183,127 @@ impl Proxy {
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
     }
+
+    /// Everything the proxy logged so far (its logs go to stderr).
+    pub fn logs(&self) -> String {
+        self.process.stderr()
+    }
+
+    /// The proxy's resident memory, from `/proc/PID/status` (`VmRSS`).
+    pub fn rss_bytes(&self) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.process.pid());
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .with_context(|| format!("no VmRSS in {path}"))?;
+        Ok(kib * 1024)
+    }
+
+    /// `/endpoints`' entry for `service` (`svc.ns:port`), if the proxy has one.
+    pub async fn service_view(&self, service: &str) -> Result<Option<serde_json::Value>> {
+        let view = self.endpoints().await?;
+        let services = view["services"]
+            .as_array()
+            .with_context(|| format!("{ENDPOINTS_PATH} has no `services` list: {view}"))?;
+        Ok(services
+            .iter()
+            .find(|s| s["service"].as_str() == Some(service))
+            .cloned())
+    }
+
+    /// Waits until `/endpoints` shows `service` with exactly `addrs` as its
+    /// endpoints, every one `ready` (connected): then every pick can use
+    /// them all, and a test's counts do not depend on connection timing.
+    pub async fn wait_ready(&self, service: &str, addrs: &[SocketAddr]) -> Result<()> {
+        let mut wanted: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+        wanted.sort();
+        let what = format!("{service} to have exactly {wanted:?} ready");
+        wait::wait_until(&what, READY_TIMEOUT, || {
+            let wanted = wanted.clone();
+            async move {
+                let view = self.service_view(service).await.ok()??;
+                let mut ready: Vec<String> = view["endpoints"]
+                    .as_array()?
+                    .iter()
+                    .filter(|e| e["state"] == "ready")
+                    .filter_map(|e| e["address"].as_str().map(str::to_string))
+                    .collect();
+                let all = view["endpoints"].as_array()?.len();
+                ready.sort();
+                (ready == wanted && all == wanted.len()).then_some(())
+            }
+        })
+        .await
+    }
+}
+
+/// The command that starts a proxy with `options`, and the addresses it will use.
+struct Prepared {
+    command: Command,
+    env: BTreeMap<String, String>,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+    upstreams: BTreeMap<String, SocketAddr>,
+}
+
+fn prepare(options: ProxyOptions) -> Result<Prepared> {
+    let mut env = options.env;
+    let outbound = chosen_addr(&mut env, settings::OUTBOUND_ADDR)?;
+    let admin = chosen_addr(&mut env, settings::ADMIN_ADDR)?;
+    let mut upstreams = BTreeMap::new();
+    for target in options.upstreams {
+        upstreams.insert(target, free_local_addr()?);
+    }
+    if !upstreams.is_empty() {
+        let listed: Vec<String> = upstreams
+            .iter()
+            .map(|(target, addr)| format!("{target}={}", addr.port()))
+            .collect();
+        env.insert(settings::UPSTREAMS.to_string(), listed.join(","));
+    }
+
+    let mut command = Command::new(binary_path(PROXY_BIN)?);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if SCRUBBED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command.envs(&env);
+    Ok(Prepared {
+        command,
+        env,
+        outbound,
+        admin,
+        upstreams,
+    })
+}
+
+/// How a proxy that was expected to stop by itself ended.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Starts a proxy that should refuse to run (bad configuration) and waits,
+/// at most [`READY_TIMEOUT`], for it to exit.
+pub async fn run_to_exit(options: ProxyOptions) -> Result<Exited> {
+    let Prepared { command, .. } = prepare(options)?;
+    let mut process = Process::spawn("sidelb-proxy", command)?;
+    let status = process.wait(READY_TIMEOUT).await?;
+    // stdout is read on a thread: wait for its end so that no line is missed.
+    let _ = process
+        .wait_for_line("the end of stdout", READY_TIMEOUT, |_| false)
+        .await;
+    Ok(Exited {
+        status,
+        stdout: process.lines().join("\n"),
+        stderr: process.stderr(),
+    })
 }
 
 /// The address the test set for `variable`, or a free one, now set.

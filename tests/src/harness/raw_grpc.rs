@@ -7,6 +7,10 @@
 //! `grpc-message`", or "the deadline produced DEADLINE_EXCEEDED at the far
 //! end", uses [`RawGrpc`]: one h2 connection, requests sent as given, the
 //! response's headers, messages and trailers returned untouched.
+//!
+//! Calls take `&self`, so several can run at once on the one connection,
+//! each may name its own `:authority` ([`RawGrpc::call_at`]), and
+//! [`RawGrpc::request`] sends a plain (non-gRPC) HTTP/2 request.
 
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -60,29 +64,82 @@ impl RawGrpc {
     /// One call of `/sidelb.test.Echo/{method}` with `messages` and extra
     /// `headers` (e.g. `("grpc-timeout", "200m")`), bounded by [`RAW_CALL_TIMEOUT`].
     pub async fn call<M: prost::Message>(
-        &mut self,
+        &self,
+        method: &str,
+        headers: &[(&str, &str)],
+        messages: &[M],
+    ) -> Result<RawResponse> {
+        self.call_at(&self.authority, method, headers, messages)
+            .await
+    }
+
+    /// [`RawGrpc::call`] with another `:authority` than the connection's.
+    pub async fn call_at<M: prost::Message>(
+        &self,
+        authority: &str,
         method: &str,
         headers: &[(&str, &str)],
         messages: &[M],
     ) -> Result<RawResponse> {
         let path = format!("/sidelb.test.Echo/{method}");
+        let mut framed = BytesMut::new();
+        for message in messages {
+            framed.put_u8(0);
+            framed.put_u32(u32::try_from(message.encoded_len()).context("message too large")?);
+            message.encode(&mut framed)?;
+        }
+        let mut all = vec![("content-type", "application/grpc"), ("te", "trailers")];
+        all.extend_from_slice(headers);
+        let plain = self
+            .request_at(authority, "POST", &path, &all, framed.freeze())
+            .await?;
+        Ok(RawResponse {
+            status: plain.status,
+            headers: plain.headers,
+            messages: split_messages(plain.body)?,
+            trailers: plain.trailers,
+        })
+    }
+
+    /// A plain HTTP/2 request on the connection, bounded by [`RAW_CALL_TIMEOUT`].
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<PlainResponse> {
+        self.request_at(&self.authority, method, path, headers, body)
+            .await
+    }
+
+    async fn request_at(
+        &self,
+        authority: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<PlainResponse> {
         tokio::time::timeout(
             RAW_CALL_TIMEOUT,
-            self.call_unbounded(&path, headers, messages),
+            self.request_unbounded(authority, method, path, headers, body),
         )
         .await
         .with_context(|| format!("{path}: no complete response within {RAW_CALL_TIMEOUT:?}"))?
     }
 
-    async fn call_unbounded<M: prost::Message>(
-        &mut self,
+    async fn request_unbounded(
+        &self,
+        authority: &str,
+        method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        messages: &[M],
-    ) -> Result<RawResponse> {
-        let mut request = Request::post(format!("http://{}{path}", self.authority))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
+        body: Bytes,
+    ) -> Result<PlainResponse> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{authority}{path}"));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -92,14 +149,10 @@ impl RawGrpc {
             .ready()
             .await
             .context("connection ready")?;
-        let (response, mut body) = sender.send_request(request.body(())?, false)?;
-        let mut framed = BytesMut::new();
-        for message in messages {
-            framed.put_u8(0);
-            framed.put_u32(u32::try_from(message.encoded_len()).context("message too large")?);
-            message.encode(&mut framed)?;
+        let (response, mut sending) = sender.send_request(request.body(())?, body.is_empty())?;
+        if !body.is_empty() {
+            sending.send_data(body, true)?;
         }
-        body.send_data(framed.freeze(), true)?;
 
         let (parts, mut received) = response.await.context("response headers")?.into_parts();
         let mut data = BytesMut::new();
@@ -109,13 +162,22 @@ impl RawGrpc {
             data.extend_from_slice(&chunk);
         }
         let trailers = received.trailers().await.context("response trailers")?;
-        Ok(RawResponse {
+        Ok(PlainResponse {
             status: parts.status,
             headers: parts.headers,
-            messages: split_messages(data.freeze())?,
+            body: data.freeze(),
             trailers,
         })
     }
+}
+
+/// The answer to a plain HTTP/2 request.
+#[derive(Debug)]
+pub struct PlainResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Drop for RawGrpc {

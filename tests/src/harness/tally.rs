@@ -7,6 +7,10 @@
 //! transport), and it is counted as unattributed. That distinction is what
 //! proxy tests assert on ("no request failed at the proxy").
 //!
+//! The messages of those proxy-made failures are kept too
+//! ([`Tally::proxy_failures`]), so a test can say which endpoint a failure was
+//! blamed on.
+//!
 //! [`unary_calls`] and [`unary_calls_concurrently`] run a bounded number of
 //! calls, each bounded by [`CALL_TIMEOUT`], and return the tally.
 
@@ -29,6 +33,8 @@ pub struct Tally {
     by_backend: BTreeMap<String, u64>,
     by_code: BTreeMap<i32, u64>,
     unattributed: u64,
+    /// `CODE: message` of each unattributed failure, counted.
+    proxy_failures: BTreeMap<String, u64>,
     timed_out: u64,
 }
 
@@ -52,7 +58,11 @@ impl Tally {
         *self.by_code.entry(status.code() as i32).or_default() += 1;
         match backend_of(status) {
             Some(backend) => *self.by_backend.entry(backend).or_default() += 1,
-            None => self.unattributed += 1,
+            None => {
+                self.unattributed += 1;
+                let key = format!("{:?}: {}", status.code(), status.message());
+                *self.proxy_failures.entry(key).or_default() += 1;
+            }
         }
     }
 
@@ -70,6 +80,9 @@ impl Tally {
             *self.by_code.entry(*code).or_default() += n;
         }
         self.unattributed += other.unattributed;
+        for (failure, n) in &other.proxy_failures {
+            *self.proxy_failures.entry(failure.clone()).or_default() += n;
+        }
         self.timed_out += other.timed_out;
     }
 
@@ -102,6 +115,11 @@ impl Tally {
         self.unattributed
     }
 
+    /// The unattributed failures as `CODE: message`, with their counts.
+    pub fn proxy_failures(&self) -> &BTreeMap<String, u64> {
+        &self.proxy_failures
+    }
+
     pub fn timed_out(&self) -> u64 {
         self.timed_out
     }
@@ -118,7 +136,10 @@ impl fmt::Display for Tally {
             write!(f, " {:?}={n}", Code::from_i32(*code))?;
         }
         if self.unattributed > 0 {
-            write!(f, "; {} not from a backend", self.unattributed)?;
+            write!(f, "; {} not from a backend:", self.unattributed)?;
+            for (failure, n) in &self.proxy_failures {
+                write!(f, " [{n}× {failure}]")?;
+            }
         }
         if self.timed_out > 0 {
             write!(f, "; {} timed out", self.timed_out)?;
