@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! listener ──▶ router ──▶ balancer ──▶ endpoint connection
-//! (h2c/HTTP/1.1   (authority or    (p2c over peak-EWMA,   (one HTTP/2 connection
+//! (h2c/HTTP/1.1   (authority or    (p2c over latency EWMA, (one HTTP/2 connection
 //!  on loopback)    fixed upstream)  outlier ejection,      per pod, kept open,
 //!                                   retry budget)          pinged, reconnected)
 //! ```

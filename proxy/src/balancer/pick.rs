@@ -1,6 +1,6 @@
 //! Choosing an endpoint for one request.
 //!
-//! - `p2c-ewma`: sample two endpoints and weigh them by peak-EWMA latency ×
+//! - `p2c-ewma`: sample two endpoints and weigh them by EWMA latency ×
 //!   (in-flight + 1): each is taken with probability inversely proportional
 //!   to its cost. Two random choices give nearly the balance of comparing
 //!   all endpoints at constant cost; the latency term steers away from slow

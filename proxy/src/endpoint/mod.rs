@@ -13,7 +13,7 @@ use crate::balancer::PoolShared;
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
 use crate::time::now_us;
 use conns::ConnSet;
-use ewma::PeakEwma;
+use ewma::LatencyEwma;
 use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
 use std::sync::atomic::{
@@ -60,7 +60,7 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
-    pub ewma: PeakEwma,
+    pub ewma: LatencyEwma,
     pub health: Health,
     pub added_us: u64,
     slow_start_from_us: u64,
@@ -95,7 +95,7 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            ewma: PeakEwma::new(initial_rtt_us, now),
+            ewma: LatencyEwma::new(initial_rtt_us, now),
             health: Health::default(),
             added_us: now,
             slow_start_from_us: if slow_start { now } else { 0 },

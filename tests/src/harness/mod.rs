@@ -1,0 +1,83 @@
+//! The end-to-end test harness: real processes on 127.0.0.1, started and
+//! stopped by the test, and clients that count where every call landed.
+//!
+//! - [`Backend`]: a `sidelb-test-backend` process; [`BackendOptions`] for slow,
+//!   flaky or stream-limited ones.
+//! - [`EndpointsFile`]: the file of `SIDELB_DISCOVERY=file:PATH`, rewritten atomically.
+//! - [`Proxy`]: a `sidelb-proxy` process, on free ports, ready when returned.
+//! - [`client`]: an `Echo` client on one HTTP/2 connection.
+//! - [`Tally`], [`unary_calls`], [`Load`]: calls run in bounded numbers and
+//!   time, counted per backend and per status.
+//! - [`PythonClient`]: the same checks from a Python grpcio app.
+//! - [`RawGrpc`]: a call at the HTTP/2 level, to see trailers-only responses
+//!   and far-end deadlines that gRPC libraries hide.
+//! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
+//! - [`Process`]: the guard under all of these: killed on drop, logs kept and
+//!   printed when a test fails.
+//!
+//! The binaries are found in the cargo target directory ([`binary_path`]);
+//! build them first (`cargo build --workspace --bins`).
+//!
+//! # A proxy test
+//!
+//! ```no_run
+//! use sidelb_tests::echo::pb::EchoRequest;
+//! use sidelb_tests::harness::*;
+//! use std::time::Duration;
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! // Two backends behind Service echo.default:50051.
+//! let a = Backend::spawn("a", BackendOptions::default()).await?;
+//! let b = Backend::spawn("b", BackendOptions::default()).await?;
+//! let mut service = ServiceEndpoints::new("echo", "default", 50051, &[a.addr(), b.addr()]);
+//! let file = EndpointsFile::create(&[service.clone()])?;
+//! let proxy = Proxy::spawn(ProxyOptions::file_discovery(&file).upstream("echo.default:50051")).await?;
+//!
+//! // One connection, many requests: every backend gets some.
+//! let client = proxy.connect("echo.default:50051").await?;
+//! let tally = unary_calls(&client, 200, &EchoRequest::default()).await;
+//! assert_eq!(tally.ok(), 200, "{tally}");
+//! assert!(tally.served_by("a") > 0 && tally.served_by("b") > 0, "{tally}");
+//!
+//! // A third backend appears while the client keeps going: it gets calls.
+//! let c = Backend::spawn("c", BackendOptions::default()).await?;
+//! let load = Load::start(&client, EchoRequest::default(), LoadLimits::default());
+//! service.endpoints.push(c.addr().to_string());
+//! file.write(&[service])?;
+//! wait_until("c to serve calls", Duration::from_secs(10), || async {
+//!     (load.total().served_by("c") > 0).then_some(())
+//! })
+//! .await?;
+//! let tally = load.stop().await;
+//! assert_eq!(tally.unattributed(), 0, "the proxy failed calls itself: {tally}");
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod backend;
+pub mod binary;
+pub mod client;
+pub mod endpoints_file;
+pub mod http_get;
+pub mod load;
+pub mod ports;
+pub mod process;
+pub mod proxy;
+pub mod python;
+pub mod raw_grpc;
+pub mod scratch;
+pub mod tally;
+pub mod wait;
+
+pub use backend::{Backend, BackendOptions};
+pub use binary::binary_path;
+pub use client::Echo;
+pub use endpoints_file::{EndpointsFile, ServiceEndpoints};
+pub use load::{Load, LoadLimits};
+pub use process::Process;
+pub use proxy::{Proxy, ProxyOptions};
+pub use python::{PythonClient, PythonSummary};
+pub use raw_grpc::{RawGrpc, RawResponse};
+pub use scratch::ScratchDir;
+pub use tally::{Tally, unary_calls, unary_calls_concurrently};
+pub use wait::wait_until;

@@ -1,0 +1,214 @@
+//! The proxy under test: `sidelb-proxy` as a real process, configured only
+//! through its environment, exactly as the injector configures it in a pod.
+//!
+//! The harness picks free loopback ports for the authority listener, the
+//! admin server and every upstream listener, passes nothing of the test's own
+//! environment that could change the proxy's behaviour (`SIDELB_*`,
+//! `KUBECONFIG`, `POD_*`, `KUBERNETES_SERVICE_*` are removed unless the test
+//! sets them), and returns once `GET /ready` answers 200. The proxy's stdout
+//! and stderr are kept in log files and printed when a test fails.
+
+use super::binary::{PROXY_BIN, binary_path};
+use super::client::{self, Echo};
+use super::endpoints_file::EndpointsFile;
+use super::ports::free_local_addr;
+use super::process::Process;
+use super::{http_get, wait};
+use anyhow::{Context, Result, anyhow, bail};
+use sidelb_config::names::{ENDPOINTS_PATH, METRICS_PATH, READY_PATH};
+use sidelb_config::settings;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+/// Bound on the proxy becoming ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on the proxy's exit after SIGTERM (its drain timeout is 30 s by default;
+/// tests that drain set `SIDELB_DRAIN_TIMEOUT` lower).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Variables of the test's environment never passed on to the proxy.
+const SCRUBBED_PREFIXES: &[&str] = &["SIDELB_", "KUBECONFIG", "POD_", "KUBERNETES_SERVICE_"];
+
+/// How to start a proxy: its environment, and the upstream listeners wanted.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyOptions {
+    env: BTreeMap<String, String>,
+    upstreams: Vec<String>,
+}
+
+impl ProxyOptions {
+    pub fn new() -> Self {
+        ProxyOptions::default()
+    }
+
+    /// Discovery from `file` (`SIDELB_DISCOVERY=file:PATH`).
+    pub fn file_discovery(file: &EndpointsFile) -> Self {
+        ProxyOptions::new().env(settings::DISCOVERY, file.discovery())
+    }
+
+    /// Sets one variable (a `sidelb_config::settings` name, or any other).
+    /// The harness's own choices (`SIDELB_OUTBOUND_ADDR`, `SIDELB_ADMIN_ADDR`)
+    /// are only made when the test has not set them.
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// Asks for an upstream listener for `target` (`svc.ns:port`, as in
+    /// `SIDELB_UPSTREAMS`) on a free local port; see [`Proxy::upstream_addr`].
+    pub fn upstream(mut self, target: &str) -> Self {
+        self.upstreams.push(target.to_string());
+        self
+    }
+}
+
+/// A running, ready `sidelb-proxy`; killed when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    process: Process,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+    upstreams: BTreeMap<String, SocketAddr>,
+}
+
+impl Proxy {
+    /// Starts the proxy and waits, at most [`READY_TIMEOUT`], until it is ready.
+    pub async fn spawn(options: ProxyOptions) -> Result<Proxy> {
+        let mut env = options.env;
+        let outbound = chosen_addr(&mut env, settings::OUTBOUND_ADDR)?;
+        let admin = chosen_addr(&mut env, settings::ADMIN_ADDR)?;
+        let mut upstreams = BTreeMap::new();
+        for target in options.upstreams {
+            upstreams.insert(target, free_local_addr()?);
+        }
+        if !upstreams.is_empty() {
+            let listed: Vec<String> = upstreams
+                .iter()
+                .map(|(target, addr)| format!("{target}={}", addr.port()))
+                .collect();
+            env.insert(settings::UPSTREAMS.to_string(), listed.join(","));
+        }
+
+        let mut command = Command::new(binary_path(PROXY_BIN)?);
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if SCRUBBED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                command.env_remove(name.as_ref());
+            }
+        }
+        command.envs(&env);
+        let mut process = Process::spawn("sidelb-proxy", command)?;
+
+        let readiness = wait::wait_until("GET /ready to answer 200", READY_TIMEOUT, || {
+            let exited = process.try_wait().ok().flatten();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(anyhow!(
+                        "the proxy exited before it was ready: {status}"
+                    )));
+                }
+                match http_get::get(admin, READY_PATH).await {
+                    Ok((status, _)) if status.is_success() => Some(Ok(())),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        if let Err(e) = readiness.and_then(|ready| ready) {
+            bail!("{e:#}\nenvironment: {env:?}\n{}", process.diagnostics());
+        }
+        Ok(Proxy {
+            process,
+            outbound,
+            admin,
+            upstreams,
+        })
+    }
+
+    /// The authority-routed listener (`SIDELB_OUTBOUND_ADDR`).
+    pub fn outbound_addr(&self) -> SocketAddr {
+        self.outbound
+    }
+
+    /// The admin server (`SIDELB_ADMIN_ADDR`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// The upstream listener asked for with [`ProxyOptions::upstream`].
+    pub fn upstream_addr(&self, target: &str) -> Result<SocketAddr> {
+        self.upstreams
+            .get(target)
+            .copied()
+            .with_context(|| format!("no upstream listener for {target} was asked for"))
+    }
+
+    /// A client of `target` (`svc.ns:port`) through the proxy, on one
+    /// connection: to its upstream listener if one was asked for, else to the
+    /// authority listener with `:authority` `target`.
+    pub async fn connect(&self, target: &str) -> Result<Echo> {
+        match self.upstreams.get(target) {
+            Some(addr) => client::connect(*addr).await,
+            None => client::connect_with_authority(self.outbound, target).await,
+        }
+    }
+
+    /// GETs `path` from the admin server.
+    pub async fn admin_get(&self, path: &str) -> Result<(::http::StatusCode, String)> {
+        http_get::get(self.admin, path).await
+    }
+
+    /// `/endpoints`, parsed.
+    pub async fn endpoints(&self) -> Result<serde_json::Value> {
+        let (status, body) = self.admin_get(ENDPOINTS_PATH).await?;
+        if !status.is_success() {
+            bail!("GET {ENDPOINTS_PATH}: {status}: {body}");
+        }
+        serde_json::from_str(&body).with_context(|| format!("{ENDPOINTS_PATH} is not JSON: {body}"))
+    }
+
+    /// `/metrics`, as text.
+    pub async fn metrics(&self) -> Result<String> {
+        let (status, body) = self.admin_get(METRICS_PATH).await?;
+        if !status.is_success() {
+            bail!("GET {METRICS_PATH}: {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Sends SIGTERM; the proxy starts draining.
+    pub fn terminate(&self) -> Result<()> {
+        self.process.terminate()
+    }
+
+    /// Waits, at most [`STOP_TIMEOUT`], for the proxy to exit.
+    pub async fn wait_exit(&mut self) -> Result<ExitStatus> {
+        self.process.wait(STOP_TIMEOUT).await
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub async fn stop(mut self) -> Result<ExitStatus> {
+        self.terminate()?;
+        self.wait_exit().await
+    }
+
+    /// The process, for its logs ([`Process::diagnostics`]), its stdout lines
+    /// or other signals.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+/// The address the test set for `variable`, or a free one, now set.
+fn chosen_addr(env: &mut BTreeMap<String, String>, variable: &str) -> Result<SocketAddr> {
+    if let Some(value) = env.get(variable) {
+        return value
+            .parse()
+            .with_context(|| format!("{variable}={value} is not an address"));
+    }
+    let addr = free_local_addr()?;
+    env.insert(variable.to_string(), addr.to_string());
+    Ok(addr)
+}
