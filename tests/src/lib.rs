@@ -1,8 +1,10 @@
-//! sidelb-tests.
+//! sidelb-tests: the fake Kubernetes API server, test backends and end-to-end scenarios.
 //!
 //! - [`echo`]: the gRPC test backend (`sidelb-test-backend`).
 //! - [`harness`]: processes, backends, the proxy, clients and tallies for
 //!   end-to-end tests and the demo.
+//! - [`kube_api`]: the fake Kubernetes API server.
 
 pub mod echo;
 pub mod harness;
+pub mod kube_api;
