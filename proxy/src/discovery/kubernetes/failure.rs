@@ -65,13 +65,13 @@ pub enum WatchFailure {
         resource: &'static str,
         api_message: String,
     },
-    #[error("cannot {verb} {resource} in namespace {namespace}: {source}")]
+    #[error("cannot {verb} {resource} in namespace {namespace}: {detail}")]
     Transient {
         verb: &'static str,
         resource: &'static str,
         namespace: String,
-        #[source]
-        source: watcher::Error,
+        /// The error and its causes, down to e.g. "Connection refused".
+        detail: String,
     },
 }
 
@@ -115,7 +115,7 @@ impl WatchFailure {
                 verb,
                 resource,
                 namespace,
-                source: error,
+                detail: with_causes(&error),
             },
         }
     }
@@ -125,6 +125,22 @@ impl WatchFailure {
     pub fn needs_a_fix(&self) -> bool {
         !matches!(self, WatchFailure::Transient { .. })
     }
+}
+
+/// An error and its causes on one line. Each cause is added unless the text
+/// already says it (kube's errors often repeat their source's message).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -176,6 +192,20 @@ mod tests {
             let failure = WatchFailure::classify(err, Watched::Services, "default");
             assert!(!failure.needs_a_fix(), "{failure}");
         }
+    }
+
+    #[test]
+    fn transient_errors_say_their_causes() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = watcher::Error::WatchStartFailed(kube::Error::Service(Box::new(refused)));
+        let text = WatchFailure::classify(err, Watched::EndpointSlices, "default").to_string();
+        assert!(
+            text.starts_with("cannot watch endpointslices.discovery.k8s.io in namespace default: "),
+            "{text}"
+        );
+        assert!(text.ends_with("Connection refused"), "{text}");
+        assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
     }
 
     #[test]

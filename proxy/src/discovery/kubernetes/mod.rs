@@ -12,7 +12,8 @@
 //! port ([`ports`]), then the ready endpoints of all slices are taken
 //! ([`endpoints`]). Failures keep the last known endpoints, except those that
 //! need someone to fix the cluster, which requests are told about
-//! ([`failure`]).
+//! ([`failure`]). Failures are retried with backoff ([`retry`]), and each
+//! watch restarts at most once a second ([`pacing`]).
 //!
 //! Credentials come from [`kube::Config::infer`]: `KUBECONFIG` (or
 //! `~/.kube/config`) when present, else the pod's service account (token and
@@ -22,19 +23,28 @@
 
 pub mod endpoints;
 pub mod failure;
+pub mod pacing;
 pub mod ports;
 pub mod registry;
+pub mod retry;
 pub mod state;
 pub mod watch;
 
 use super::{Discover, Publisher, UpdateRx};
 use kube::Client;
+use kube::client::ClientBuilder;
+use pacing::PaceWatches;
 use registry::Registry;
 use sidelb_config::ServiceKey;
 use std::fmt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tower::buffer::BufferLayer;
 use watch::Subscriber;
+
+/// Requests to the API server queued in the client at most (two watches
+/// and their lists per Service in use; more wait their turn).
+const API_REQUESTS_QUEUED: usize = 64;
 
 /// A Service, whatever its port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,30 +98,37 @@ impl KubernetesDiscovery {
     /// Finds the credentials and builds the client; contacts nothing yet.
     /// Must run inside the Tokio runtime the watches will run on.
     pub async fn connect() -> Result<Self, KubernetesError> {
+        let config = kube::Config::infer()
+            .await
+            .map_err(KubernetesError::Config)?;
+        Self::from_config(config)
+    }
+
+    /// A source for the API server and credentials of `config`. Must run
+    /// inside the Tokio runtime the watches will run on.
+    pub fn from_config(config: kube::Config) -> Result<Self, KubernetesError> {
         // kube's rustls uses the process-wide crypto provider; the build has
         // only ring, but a workspace build may unify in another provider,
         // and with two rustls refuses to guess.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = kube::Config::infer()
-            .await
-            .map_err(KubernetesError::Config)?;
         let cluster_url = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|source| KubernetesError::Client {
-            cluster_url: cluster_url.clone(),
-            source,
-        })?;
+        let client = ClientBuilder::try_from(config)
+            .map_err(|source| KubernetesError::Client {
+                cluster_url: cluster_url.clone(),
+                source,
+            })?
+            // The pacing layer holds a ready service while a watch waits,
+            // so it needs a cloneable one below it.
+            .with_layer(&BufferLayer::new(API_REQUESTS_QUEUED))
+            .with_layer(&PaceWatches::default())
+            .build();
         tracing::info!(api_server = %cluster_url, "Kubernetes discovery");
-        Ok(Self::with_client(client, &cluster_url))
-    }
-
-    /// A source on an existing client (`cluster_url` for messages).
-    pub fn with_client(client: Client, cluster_url: &str) -> Self {
-        KubernetesDiscovery {
+        Ok(KubernetesDiscovery {
             client,
             cluster_url: cluster_url.into(),
             registry: Arc::new(Registry::default()),
             runtime: tokio::runtime::Handle::current(),
-        }
+        })
     }
 
     /// The Services watched now (each once, whatever the ports).

@@ -12,14 +12,15 @@
 //! being idle), which drops the watches; the registry hands the next
 //! subscriber of that Service to a new task.
 //!
-//! Recovery is the `kube` watcher's: a cut watch resumes from its last
-//! resourceVersion, a `410 Gone` relists, and every error is followed by
-//! exponential backoff with jitter (0.8 s doubling to 30 s, reset after a
-//! success), so an unreachable API server is retried without a tight loop.
+//! Recovery is the `kube` watcher's — a cut watch resumes from its last
+//! resourceVersion, a `410 Gone` relists — paced by [`super::retry`]:
+//! exponential backoff after failures, so an unreachable API server is
+//! retried without a tight loop.
 
 use super::ServiceRef;
 use super::failure::{WatchFailure, Watched};
 use super::registry::Registry;
+use super::retry::{RetryingWatch, Step};
 use super::state::{Outcome, SERVICE_NAME_LABEL, ServiceState};
 use crate::discovery::Publisher;
 use futures_util::StreamExt;
@@ -27,11 +28,12 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use sidelb_config::PortRef;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A pool's interest in one port of the Service.
@@ -40,8 +42,8 @@ pub struct Subscriber {
     pub publisher: Publisher,
 }
 
-/// Runs the watches of `service` for `subscribers` (the first one is already
-/// queued) until none is left.
+/// Runs the watches of `service` for the subscribers `joining` brings (the
+/// first is already queued) until none is left.
 pub async fn run(
     client: Client,
     service: ServiceRef,
@@ -50,37 +52,40 @@ pub async fn run(
     generation: u64,
 ) {
     let namespace = &service.namespace;
-    let services = watcher(
+    let mut services = RetryingWatch::new(watcher(
         Api::<Service>::namespaced(client.clone(), namespace),
         watcher::Config::default().fields(&format!("metadata.name={}", service.name)),
-    )
-    .default_backoff();
-    let slices = watcher(
+    ));
+    let mut slices = RetryingWatch::new(watcher(
         Api::<EndpointSlice>::namespaced(client, namespace),
         watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", service.name)),
-    )
-    .default_backoff();
-    tokio::pin!(services, slices);
+    ));
 
     let mut fanout = Fanout::new(service.clone());
     tracing::info!(service = %service, "watching the Service and its EndpointSlices");
     loop {
         tokio::select! {
-            Some(event) = services.next() => match event {
-                Ok(event) => {
+            step = services.next() => match step {
+                Step::Event(event) => {
                     if fanout.state.apply_service(event) {
                         fanout.publish_all();
                     }
                 }
-                Err(error) => fanout.failed(Watched::Services, error),
+                Step::Expired => fanout.expired(Watched::Services),
+                Step::Failed { error, in_a_row, retry_in } => {
+                    fanout.failed(Watched::Services, error, in_a_row, retry_in);
+                }
             },
-            Some(event) = slices.next() => match event {
-                Ok(event) => {
+            step = slices.next() => match step {
+                Step::Event(event) => {
                     if fanout.state.apply_slice(event) {
                         fanout.publish_all();
                     }
                 }
-                Err(error) => fanout.failed(Watched::EndpointSlices, error),
+                Step::Expired => fanout.expired(Watched::EndpointSlices),
+                Step::Failed { error, in_a_row, retry_in } => {
+                    fanout.failed(Watched::EndpointSlices, error, in_a_row, retry_in);
+                }
             },
             Some(subscriber) = joining.recv() => fanout.add(subscriber),
             Some(id) = fanout.gone.next(), if !fanout.gone.is_empty() => {
@@ -94,12 +99,6 @@ pub async fn run(
                         }
                     }
                 }
-            }
-            else => {
-                // The watchers never end; were they to, the subscribers
-                // keep their last endpoints rather than being closed.
-                tracing::error!(service = %service, "watches ended unexpectedly");
-                std::future::pending::<()>().await;
             }
         }
     }
@@ -154,29 +153,44 @@ impl Fanout {
         }
     }
 
-    fn failed(&mut self, watched: Watched, error: watcher::Error) {
+    fn expired(&self, watched: Watched) {
+        tracing::info!(
+            service = %self.service,
+            resource = watched.resource(),
+            "watch history expired (410 Gone); listing again"
+        );
+    }
+
+    fn failed(
+        &mut self,
+        watched: Watched,
+        error: watcher::Error,
+        in_a_row: u32,
+        retry_in: Duration,
+    ) {
         let service = self.service.clone();
-        if let watcher::Error::WatchError(status) = &error
-            && status.code == 410
-        {
-            tracing::info!(
-                service = %service,
-                resource = watched.resource(),
-                "watch history expired (410 Gone); listing again"
-            );
-            return;
-        }
         let failure = WatchFailure::classify(error, watched, &service.namespace);
         if failure.needs_a_fix() {
             if self.state.block(watched, failure.to_string()) {
                 tracing::error!(service = %service, "{failure}");
             }
             self.publish_all();
-        } else {
+            return;
+        }
+        // The first failure of a run and every tenth are worth a warning;
+        // the retries in between are noise.
+        if in_a_row == 1 {
             tracing::warn!(
                 service = %service,
-                "{failure}; retrying with backoff and keeping the last known endpoints"
+                "{failure}; keeping the last known endpoints and retrying in {retry_in:.1?}"
             );
+        } else if in_a_row.is_multiple_of(10) {
+            tracing::warn!(
+                service = %service,
+                "{failure} ({in_a_row} failures in a row); still keeping the last known endpoints, retrying in {retry_in:.1?}"
+            );
+        } else {
+            tracing::debug!(service = %service, "{failure} ({in_a_row} failures in a row)");
         }
     }
 }
