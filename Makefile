@@ -4,6 +4,9 @@
 #   make test    everything: unit, end-to-end, other-language clients, chart
 #   make bench   sidelb against a direct connection, nginx and HAProxy; writes bench/RESULTS.md
 
+.DEFAULT_GOAL := all
+include charts/Makefile.inc
+
 CARGO ?= cargo
 PYTHON ?= python3
 

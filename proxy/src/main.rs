@@ -7,6 +7,18 @@ use clap::{Arg, Command};
 use sidelb_config::{LogFormat, ProxyConfig, SETTINGS};
 use std::process::ExitCode;
 
+/// jemalloc, with one arena: every request allocates and frees a few small
+/// objects (a task, header maps, frames), which jemalloc's thread caches
+/// serve about 10 % cheaper in total CPU than glibc's malloc (measured with
+/// `make bench`), while one arena and a one-second decay keep the resident
+/// size as small as glibc's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"narenas:1,tcache_max:4096,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn command() -> Command {
     let mut cmd = Command::new("sidelb-proxy")
         .version(env!("CARGO_PKG_VERSION"))

@@ -1,9 +1,9 @@
-//! sidelb-tests: the fake Kubernetes API server, test backends and end-to-end scenarios.
+//! sidelb-tests.
 //!
 //! - [`echo`]: the gRPC test backend (`sidelb-test-backend`).
 //! - [`harness`]: processes, backends, the proxy, clients and tallies for
 //!   end-to-end tests and the demo.
-//! - [`kube_api`]: the fake Kubernetes API server.
+//! - [`kube_api`]: the fake Kubernetes API server (`fake-apiserver`).
 
 pub mod echo;
 pub mod harness;
