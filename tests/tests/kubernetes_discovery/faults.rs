@@ -1,6 +1,8 @@
 //! The API server misbehaving: dropped watches, errors, a restart, a
-//! compacted history (410 Gone → relist), missing RBAC (403). Throughout,
-//! the last known endpoints keep serving, and later changes still arrive.
+//! compacted history (410 Gone → relist), missing RBAC (403), refused
+//! credentials (401). Through transient faults the last known endpoints keep
+//! serving and later changes still arrive; the others fail requests at once
+//! with what to fix.
 
 use crate::cluster::*;
 use sidelb_tests::echo::pb::EchoRequest;
@@ -167,4 +169,38 @@ async fn missing_rbac_fails_requests_with_what_to_grant() {
     cluster.api.allow("discovery.k8s.io", "endpointslices");
     wait_for_pods(&proxy, TARGET, &["a"]).await;
     all_ok(&client, 10).await;
+}
+
+#[tokio::test]
+async fn refused_credentials_fail_requests_with_what_to_check() {
+    let cluster = Cluster::start();
+    let mut pods = Pods::new();
+    let pod = pods.start("a").await;
+    cluster.apply(grpc_service("echo", pod.addr().port()));
+    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[&pod]));
+    // The same cluster with a token the API server does not accept (an
+    // expired or foreign service-account token).
+    let scratch = ScratchDir::new("wrong-token").expect("scratch dir");
+    let kubeconfig = std::fs::read_to_string(cluster.api.kubeconfig_path())
+        .expect("kubeconfig")
+        .replace("sidelb-test-token", "not-the-token");
+    let path = scratch.path().join("kubeconfig");
+    std::fs::write(&path, kubeconfig).expect("written");
+
+    let proxy = Proxy::spawn(
+        cluster
+            .proxy_options()
+            .env("KUBECONFIG", path.display().to_string())
+            .upstream(TARGET),
+    )
+    .await
+    .expect("proxy ready");
+    let message = unavailable_message(&client(&proxy, TARGET).await)
+        .await
+        .expect("UNAVAILABLE");
+    assert!(
+        message.contains("refused the proxy's credentials"),
+        "{message}"
+    );
+    assert!(message.contains("in namespace default"), "{message}");
 }
