@@ -298,6 +298,19 @@ def measure(target_cls, backends, work, args, body):
         target.stop()
 
 
+def median_row(rows):
+    """Each figure's median over the rounds; the worst failure count."""
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, (int, float)) and key != "failed":
+            values = [r[key] for r in rows if r[key] is not None]
+            out[key] = statistics.median(values) if values else None
+    out["failed"] = max(r["failed"] for r in rows)
+    out["share"] = [round(statistics.median(r["share"][i] for r in rows), 1) for i in range(len(rows[0]["share"]))]
+    out["rounds"] = len(rows)
+    return out
+
+
 def fmt(v, digits=2):
     return "—" if v is None else f"{v:.{digits}f}"
 
@@ -311,7 +324,8 @@ def write_results(rows, args, started):
         "# Benchmark results",
         "",
         f"Written by `make bench` (`bench/run.py`) on {started}, one run, one machine "
-        f"({os.cpu_count()} cores: {cpu_model()}).",
+        f"({os.cpu_count()} cores: {cpu_model()}). Every figure is the median of {args.rounds} rounds; "
+        "each round measures every target in turn, so a slow moment of the machine hits all targets alike.",
         "",
         "| target | req/s at saturation | p50 ms | p99 ms | CPU s / 10k req | peak RSS MiB | idle RSS MiB | streaming calls/s | share per backend % | failed |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -370,6 +384,8 @@ def main():
     parser.add_argument("--streams", type=int, default=32, help="concurrent streams per client")
     parser.add_argument("--rate", type=int, default=2000, help="calls/s of the fixed-rate run")
     parser.add_argument("--warmup", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds over all targets, interleaved; the table shows each figure's median")
     parser.add_argument("--only", help="comma-separated subset: direct,nginx,haproxy,sidelb")
     args = parser.parse_args()
     for tool in ["h2load", "nginx", "haproxy", "taskset", "curl"]:
@@ -385,19 +401,21 @@ def main():
     targets = {"direct": Direct, "nginx": Nginx, "haproxy": Haproxy, "sidelb": Sidelb}
     chosen = args.only.split(",") if args.only else list(targets)
     backends = Backends(3)
-    rows = []
+    runs = {key: [] for key in chosen}
     try:
         with tempfile.TemporaryDirectory(prefix="sidelb-bench-") as tmp:
-            for key in chosen:
-                work = pathlib.Path(tmp) / key
-                work.mkdir()
-                print(f"bench: {targets[key].name} …", flush=True)
-                row = measure(targets[key], backends, work, args, body)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+            for round_no in range(1, args.rounds + 1):
+                for key in chosen:
+                    work = pathlib.Path(tmp) / f"{key}-{round_no}"
+                    work.mkdir()
+                    print(f"bench: round {round_no}/{args.rounds}: {targets[key].name} …", flush=True)
+                    row = measure(targets[key], backends, work, args, body)
+                    print(json.dumps(row), flush=True)
+                    runs[key].append(row)
     finally:
         backends.stop()
-    (OUT / "results.json").write_text(json.dumps(rows, indent=2))
+    (OUT / "results.json").write_text(json.dumps(runs, indent=2))
+    rows = [median_row(runs[key]) for key in chosen]
     write_results(rows, args, started)
     print((ROOT / "bench" / "RESULTS.md").read_text())
 

@@ -28,6 +28,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Discovery(String),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::discovery::kubernetes::KubernetesError),
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {

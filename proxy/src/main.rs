@@ -44,9 +44,27 @@ fn display_default(default: &str) -> &str {
     if default.is_empty() { "none" } else { default }
 }
 
+/// What `kube` may log unless `SIDELB_LOG` names it: its client and watcher
+/// log every failed request and every retry of a watch (some at ERROR),
+/// while Kubernetes discovery reports the same failures itself, once per
+/// run, with what to do. Warnings about its configuration and CA reloads stay.
+const KUBE_LOG_DIRECTIVES: &[&str] = &[
+    "kube_client::client=error",
+    "kube_client::client::builder=off",
+    "kube_client::client::tls=warn",
+    "kube_runtime=error",
+];
+
 fn init_logging(config: &ProxyConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if !config.log.contains("kube") {
+        for directive in KUBE_LOG_DIRECTIVES {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

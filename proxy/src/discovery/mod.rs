@@ -7,6 +7,7 @@
 //! whole set now" into those diffs, so every source computes them the same way.
 
 pub mod file;
+pub mod kubernetes;
 
 use sidelb_config::ServiceKey;
 use std::collections::BTreeMap;
@@ -45,8 +46,8 @@ pub type UpdateRx = mpsc::UnboundedReceiver<Update>;
 pub async fn kubernetes_source(
     _config: &sidelb_config::ProxyConfig,
 ) -> Result<std::sync::Arc<dyn Discover>, crate::app::StartError> {
-    Err(crate::app::StartError::Discovery(
-        "Kubernetes discovery is not in this build yet; run with SIDELB_DISCOVERY=file:PATH".into(),
+    Ok(std::sync::Arc::new(
+        kubernetes::KubernetesDiscovery::connect().await?,
     ))
 }
 
@@ -81,6 +82,13 @@ impl Publisher {
     /// Whether the subscriber has gone.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Resolves once the subscriber has gone (its receiver dropped), so a
+    /// source can stop work nobody waits for without polling.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let tx = self.tx.clone();
+        async move { tx.closed().await }
     }
 
     /// Publishes the full current set, as the smallest diff from the last one.
