@@ -52,7 +52,10 @@ async fn send_chunk(tx: &mut SendStream<Bytes>, chunk: Bytes, eos: bool) -> Resu
 /// Chunks that have already arrived are joined (up to [`COALESCE_LIMIT`]),
 /// so a burst of small gRPC messages crosses the proxy as one DATA frame
 /// instead of one frame each.
-async fn next_chunk(rx: &mut RecvStream, tx: &mut SendStream<Bytes>) -> Result<Option<Bytes>, PumpError> {
+async fn next_chunk(
+    rx: &mut RecvStream,
+    tx: &mut SendStream<Bytes>,
+) -> Result<Option<Bytes>, PumpError> {
     let first = poll_fn(|cx| {
         if let Poll::Ready(r) = tx.poll_reset(cx) {
             return Poll::Ready(Err(PumpError::Send(r.map_or_else(|e| e, h2::Error::from))));
