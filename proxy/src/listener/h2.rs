@@ -40,7 +40,9 @@ pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain)
                     tokio::spawn(crate::forward::h2::serve(pool, req, respond));
                 }
                 Some(Err(e)) => {
-                    if e.is_io() || e.is_go_away() {
+                    // A GOAWAY of the app's is a normal end; one of ours
+                    // (h2 answering bad framing) is the app's protocol error.
+                    if e.is_io() || (e.is_go_away() && e.is_remote()) {
                         tracing::debug!(peer = %cx.peer, "connection closed: {e}");
                     } else {
                         tracing::info!(peer = %cx.peer, "connection closed on a protocol error: {e}");
