@@ -5,7 +5,8 @@
 //! connection preface. A connection that sends nothing is closed after the
 //! header read timeout, and so is an HTTP/2 one whose preface is not whole
 //! by then: the magic string and the client's first SETTINGS frame
-//! (RFC 9113 §3.4).
+//! (RFC 9113 §3.4). A preface whose first frame is not SETTINGS is
+//! answered with GOAWAY(PROTOCOL_ERROR) and closed.
 
 pub mod h1;
 pub mod h2;
@@ -21,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use sidelb_config::ProxyConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -29,6 +30,29 @@ const FRAME_HEADER: usize = 9;
 /// A SETTINGS frame is a few entries of 6 bytes; a longer one is left to
 /// the HTTP/2 server to refuse.
 const MAX_PREFACE_SETTINGS: usize = 16 * 1024;
+
+const SETTINGS_FRAME: u8 = 4;
+
+/// The type of the first frame after the magic string, once its header has
+/// arrived. The preface must end with a SETTINGS frame (RFC 9113 §3.4); the
+/// HTTP/2 server does not check that, so the listener does.
+fn h2_first_frame_type(buf: &[u8]) -> Option<u8> {
+    buf.get(H2_PREFACE.len() + 3).copied()
+}
+
+/// What the server sends to a client whose preface is not followed by
+/// SETTINGS: its own (empty) SETTINGS, as every server connection starts,
+/// then GOAWAY with PROTOCOL_ERROR and a reason.
+fn h2_bad_preface_answer() -> Vec<u8> {
+    const WHY: &[u8] = b"the HTTP/2 connection preface must be followed by a SETTINGS frame";
+    let mut out = vec![0, 0, 0, SETTINGS_FRAME, 0, 0, 0, 0, 0];
+    let len = (8 + WHY.len()) as u32;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.extend_from_slice(&[7, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(WHY);
+    out
+}
 
 /// Whether `buf`, which starts with the magic string, also holds the whole
 /// frame after it (the client's SETTINGS), which completes the preface.
@@ -138,7 +162,10 @@ async fn serve_connection(mut stream: TcpStream, cx: ConnContext, drain: Drain) 
                     if first[..n] != H2_PREFACE[..n] {
                         return true;
                     }
-                    if n == H2_PREFACE.len() && h2_preface_complete(&first) {
+                    if n == H2_PREFACE.len()
+                        && (h2_preface_complete(&first)
+                            || h2_first_frame_type(&first).is_some_and(|t| t != SETTINGS_FRAME))
+                    {
                         return true;
                     }
                 }
@@ -156,6 +183,13 @@ async fn serve_connection(mut stream: TcpStream, cx: ConnContext, drain: Drain) 
         }
     }
     let is_h2 = first.starts_with(H2_PREFACE);
+    if is_h2 && h2_first_frame_type(&first) != Some(SETTINGS_FRAME) {
+        tracing::debug!(peer = %cx.peer, "closed: the HTTP/2 preface is not followed by SETTINGS");
+        cx.protocol_error();
+        let _ = stream.write_all(&h2_bad_preface_answer()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     let protocol = if is_h2 { "h2" } else { "http/1.1" };
     cx.metrics
         .app_connections
@@ -186,6 +220,24 @@ mod tests {
         assert!(!h2_preface_complete(&buf), "one byte short");
         buf.push(0);
         assert!(h2_preface_complete(&buf));
+        assert_eq!(h2_first_frame_type(&buf), Some(SETTINGS_FRAME));
+        let mut headers_first = H2_PREFACE.to_vec();
+        headers_first.extend_from_slice(&[0, 0, 5]);
+        assert_eq!(h2_first_frame_type(&headers_first), None, "no type yet");
+        headers_first.push(1);
+        assert_eq!(h2_first_frame_type(&headers_first), Some(1));
+        let answer = h2_bad_preface_answer();
+        assert_eq!(answer[3], SETTINGS_FRAME);
+        assert_eq!(
+            (
+                answer[12],
+                u32::from_be_bytes([answer[22], answer[23], answer[24], answer[25]])
+            ),
+            (7, 1),
+            "GOAWAY with PROTOCOL_ERROR"
+        );
+        let len = u32::from_be_bytes([0, answer[9], answer[10], answer[11]]) as usize;
+        assert_eq!(answer.len(), 18 + len);
         let mut empty_settings = H2_PREFACE.to_vec();
         empty_settings.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
         assert!(h2_preface_complete(&empty_settings));
