@@ -23,7 +23,7 @@ pub enum ProxyError {
         why: String,
     },
     #[error(
-        "endpoint {endpoint} of service {service} refused the request and the retry budget is spent ({why}); retry later"
+        "endpoint {endpoint} of service {service} did not take the request ({why}) and it was not sent to another endpoint: the retry budget (SIDELB_RETRY_BUDGET_PERCENT of recent requests plus SIDELB_RETRY_BUDGET_MIN_PER_SECOND) is spent; retry later"
     )]
     RetryBudget {
         service: String,

@@ -224,6 +224,21 @@ fn never_processed(e: &h2::Error) -> bool {
     e.is_remote() && (e.is_go_away() || e.reason() == Some(Reason::REFUSED_STREAM))
 }
 
+/// Why a stream could not be opened or was not processed, in words an
+/// operator reads in a `grpc-message` (h2's own text for a GOAWAY with
+/// NO_ERROR is "not a result of an error").
+fn refusal(e: &h2::Error) -> String {
+    match e.reason() {
+        Some(Reason::REFUSED_STREAM) if e.is_remote() && !e.is_go_away() => {
+            "it refused the stream (REFUSED_STREAM)".into()
+        }
+        Some(reason) if e.is_remote() && e.is_go_away() => {
+            format!("it is closing its connection (GOAWAY {reason:?})")
+        }
+        _ => format!("its connection refused a new stream: {e}"),
+    }
+}
+
 async fn attempt(
     pool: &Pool,
     ep: &Arc<Endpoint>,
@@ -240,14 +255,14 @@ async fn attempt(
         Ok(send) => send,
         Err(e) => {
             slot.mark_closed();
-            return Attempt::NotSent(format!("its connection refused a new stream: {e}"));
+            return Attempt::NotSent(refusal(&e));
         }
     };
     let (response, mut up_tx) = match send.send_request(request_head(head), body.is_empty()) {
         Ok(r) => r,
         Err(e) => {
             slot.mark_closed();
-            return Attempt::NotSent(format!("its connection refused a new stream: {e}"));
+            return Attempt::NotSent(refusal(&e));
         }
     };
     let Some(respond) = down.respond.as_mut() else {
@@ -278,7 +293,7 @@ async fn attempt(
             if e.is_go_away() {
                 slot.mark_closed();
             }
-            return Attempt::NotSent(e.to_string());
+            return Attempt::NotSent(refusal(&e));
         }
         Err(e) => return Attempt::Failed(upstream_failure(pool, ep, e)),
     };
