@@ -10,7 +10,7 @@
 use crate::balancer::{Balancers, Pool, Resolution};
 use crate::endpoint::{ConnState, Endpoint};
 use crate::metrics::{Metrics, StateLabels};
-use crate::time::now_us;
+use crate::time::{now_us, us};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -173,8 +173,16 @@ pub struct EndpointView {
     pub failures: u64,
     pub consecutive_failures: u32,
     pub ejections: u32,
+    /// Time left in the current ejection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ejected_for_ms: Option<u64>,
+    /// Length of the current ejection (the base time, doubled per repeat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejection_ms: Option<u64>,
+    /// Time left in the endpoint's slow start (`SIDELB_SLOW_START`), while
+    /// it takes less than a full share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -189,6 +197,7 @@ fn service_view(pool: &Pool) -> ServiceView {
     };
     let key = &pool.shared.key;
     let now = now_us();
+    let slow_start = pool.shared.config.slow_start.map(us);
     ServiceView {
         service: pool.name().to_owned(),
         name: key.name.clone(),
@@ -201,13 +210,17 @@ fn service_view(pool: &Pool) -> ServiceView {
         endpoints: endpoints
             .iter()
             .chain(pool.draining().iter())
-            .map(|ep| endpoint_view(ep, now))
+            .map(|ep| endpoint_view(ep, now, slow_start))
             .collect(),
     }
 }
 
-fn endpoint_view(ep: &Endpoint, now: u64) -> EndpointView {
+fn endpoint_view(ep: &Endpoint, now: u64, slow_start_us: Option<u64>) -> EndpointView {
     let until = ep.health.ejected_until_us.load(Relaxed);
+    let slow_start_ends = match (slow_start_us, ep.slow_start_from_us()) {
+        (Some(window), from) if from != 0 => from + window,
+        _ => 0,
+    };
     EndpointView {
         address: ep.addr.to_string(),
         name: ep.name(),
@@ -221,6 +234,8 @@ fn endpoint_view(ep: &Endpoint, now: u64) -> EndpointView {
         consecutive_failures: ep.health.consecutive_failures.load(Relaxed),
         ejections: ep.health.ejections.load(Relaxed),
         ejected_for_ms: (until != 0).then(|| until.saturating_sub(now) / 1000),
+        ejection_ms: (until != 0).then(|| ep.health.ejection_us.load(Relaxed) / 1000),
+        slow_start_ms: (slow_start_ends > now).then(|| (slow_start_ends - now) / 1000),
         last_error: (ep.state() != ConnState::Ready)
             .then(|| ep.last_error())
             .flatten(),

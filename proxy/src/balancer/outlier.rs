@@ -84,6 +84,7 @@ impl Outlier {
             .base_us
             .saturating_mul(1u64 << repeats.min(20))
             .min(self.max_us);
+        ep.health.ejection_us.store(time_us, Relaxed);
         ep.health
             .ejected_until_us
             .store(now + time_us.max(1), Relaxed);

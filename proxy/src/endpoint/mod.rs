@@ -46,6 +46,8 @@ pub struct Health {
     pub consecutive_failures: AtomicU32,
     /// 0 when not ejected.
     pub ejected_until_us: AtomicU64,
+    /// Length of the current (or last) ejection.
+    pub ejection_us: AtomicU64,
     pub ejections: AtomicU32,
     pub last_return_us: AtomicU64,
 }
