@@ -9,12 +9,9 @@
 //!   in flight (every failure names it), later calls all succeed on the
 //!   others, and a backend restarted on the same port is used again.
 
-use sidelb_tests::echo::pb::{EchoReply, EchoRequest};
-use sidelb_tests::harness::client::request_channel;
+use sidelb_tests::echo::pb::EchoRequest;
 use sidelb_tests::harness::*;
 use std::time::Duration;
-use tokio::sync::mpsc::Sender;
-use tonic::Streaming;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -74,57 +71,6 @@ async fn backends_added_under_load_take_their_share() {
     assert_eq!(tally.ok(), tally.total(), "no call failed: {tally}");
 }
 
-/// A bidi call kept open by the test: in flight for as long as it likes.
-struct OpenCall {
-    send: Sender<EchoRequest>,
-    replies: Streaming<EchoReply>,
-    backend: String,
-}
-
-impl OpenCall {
-    async fn open(client: &Echo) -> OpenCall {
-        let (send, requests) = request_channel(1);
-        let replies = client
-            .clone()
-            .bidi(requests)
-            .await
-            .expect("bidi starts")
-            .into_inner();
-        let mut call = OpenCall {
-            send,
-            replies,
-            backend: String::new(),
-        };
-        call.backend = call.exchange().await.backend;
-        call
-    }
-
-    /// One message and its reply.
-    async fn exchange(&mut self) -> EchoReply {
-        self.send
-            .send(EchoRequest::default())
-            .await
-            .expect("message sent");
-        tokio::time::timeout(WAIT, self.replies.message())
-            .await
-            .expect("a reply in time")
-            .expect("the call goes on")
-            .expect("a reply")
-    }
-
-    /// Half-closes and expects the call to end with OK.
-    async fn finish(self) {
-        let OpenCall {
-            send, mut replies, ..
-        } = self;
-        drop(send);
-        let end = tokio::time::timeout(WAIT, replies.message())
-            .await
-            .expect("the end in time");
-        assert!(matches!(end, Ok(None)), "the call ends cleanly: {end:?}");
-    }
-}
-
 #[tokio::test]
 async fn a_removed_backend_finishes_its_calls_and_gets_no_new_ones() {
     // Round-robin puts one of three consecutive calls on each backend, so the
@@ -139,12 +85,12 @@ async fn a_removed_backend_finishes_its_calls_and_gets_no_new_ones() {
     let client = setup.client().await.expect("one connection");
     let mut calls = Vec::new();
     for _ in 0..3 {
-        calls.push(OpenCall::open(&client).await);
+        calls.push(OpenCall::open(&client).await.expect("call open"));
     }
-    let mut on: Vec<&str> = calls.iter().map(|c| c.backend.as_str()).collect();
+    let mut on: Vec<&str> = calls.iter().map(OpenCall::backend).collect();
     on.sort();
     assert_eq!(on, ["a", "b", "c"], "one open call on each backend");
-    let at = calls.iter().position(|c| c.backend == "c").expect("on c");
+    let at = calls.iter().position(|c| c.backend() == "c").expect("on c");
     let mut on_c = calls.swap_remove(at);
 
     let load = Load::start(&client, EchoRequest::default(), LoadLimits::default());
@@ -168,9 +114,9 @@ async fn a_removed_backend_finishes_its_calls_and_gets_no_new_ones() {
     );
 
     // The call in flight on c goes on, and ends cleanly.
-    let reply = on_c.exchange().await;
+    let reply = on_c.exchange().await.expect("a reply from c");
     assert_eq!((reply.backend.as_str(), reply.received), ("c", 2));
-    on_c.finish().await;
+    on_c.finish().await.expect("the call on c ends cleanly");
     wait_until("the proxy to let c go", WAIT, || async {
         state_of(&setup.proxy, c.addr())
             .await
@@ -188,7 +134,7 @@ async fn a_removed_backend_finishes_its_calls_and_gets_no_new_ones() {
         "{tally}"
     );
     for call in calls {
-        call.finish().await;
+        call.finish().await.expect("ends cleanly");
     }
 }
 

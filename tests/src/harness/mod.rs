@@ -11,8 +11,11 @@
 //! - [`Tally`], [`unary_calls`], [`Load`]: calls run in bounded numbers and
 //!   time, counted per backend and per status.
 //! - [`PythonClient`]: the same checks from a Python grpcio app.
+//! - [`OpenCall`]: a bidi call held open on a known backend.
 //! - [`RawGrpc`]: a call at the HTTP/2 level, to see trailers-only responses
 //!   and far-end deadlines that gRPC libraries hide.
+//! - [`RawH2`]: HTTP/2 frames written and read by hand, malformed ones included.
+//! - [`RefusingBackend`]: a backend that refuses every stream (`REFUSED_STREAM`).
 //! - [`metrics`]: the proxy's `/metrics`, parsed and queried by labels.
 //! - [`Http1Conn`], [`Http1Backend`]: HTTP/1.1 byte for byte (malformed
 //!   framing included) and a backend that echoes what reached it.
@@ -67,11 +70,14 @@ pub mod http1;
 pub mod http_get;
 pub mod load;
 pub mod metrics;
+pub mod open_call;
 pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod python;
 pub mod raw_grpc;
+pub mod raw_h2;
+pub mod refusing;
 pub mod scratch;
 pub mod setup;
 pub mod tally;
@@ -83,10 +89,13 @@ pub use client::Echo;
 pub use endpoints_file::{EndpointsFile, ServiceEndpoints};
 pub use http1::{Http1Backend, Http1Conn, Http1Echo, Http1Response};
 pub use load::{Load, LoadLimits};
+pub use open_call::OpenCall;
 pub use process::Process;
 pub use proxy::{Proxy, ProxyOptions};
 pub use python::{PythonClient, PythonSummary};
 pub use raw_grpc::{PlainResponse, RawGrpc, RawResponse};
+pub use raw_h2::RawH2;
+pub use refusing::RefusingBackend;
 pub use scratch::ScratchDir;
 pub use setup::{ECHO, EchoSetup};
 pub use tally::{Tally, unary_calls, unary_calls_concurrently};

@@ -12,5 +12,6 @@ mod faults;
 mod missing;
 mod ports;
 mod readiness;
+mod rollout;
 mod scaling;
 mod sharing;
