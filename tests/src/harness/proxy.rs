@@ -201,6 +201,15 @@ impl Proxy {
         Ok(kib * 1024)
     }
 
+    /// How many file descriptors the proxy has open (`/proc/PID/fd`): its
+    /// sockets, listeners and files, for tests that check nothing leaks.
+    pub fn open_fds(&self) -> Result<usize> {
+        let path = format!("/proc/{}/fd", self.process.pid());
+        Ok(std::fs::read_dir(&path)
+            .with_context(|| format!("reading {path}"))?
+            .count())
+    }
+
     /// `/endpoints`' entry for `service` (`svc.ns:port`), if the proxy has one.
     pub async fn service_view(&self, service: &str) -> Result<Option<serde_json::Value>> {
         let view = self.endpoints().await?;
