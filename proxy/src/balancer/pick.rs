@@ -6,7 +6,10 @@
 //!   all endpoints at constant cost; the latency term steers away from slow
 //!   endpoints (a tenfold slower one gets about a tenth of its share), and
 //!   weighing instead of always taking the cheaper keeps equal endpoints
-//!   evenly loaded when their latencies jitter.
+//!   evenly loaded when their latencies jitter. An endpoint that has left
+//!   requests unanswered for longer than its estimate is weighed by that
+//!   time instead ([`Endpoint::stalled_us`]): a stuck endpoint answers
+//!   nothing, so its estimate would only decay and make it look fastest.
 //! - `least-request`: the same two choices, compared on in-flight alone.
 //! - `round-robin`: the next usable endpoint in turn.
 //!
@@ -74,7 +77,12 @@ impl PickContext<'_> {
     fn cost(&self, ep: &Endpoint) -> f64 {
         let load = (ep.in_flight() + 1) as f64;
         let cost = match self.kind {
-            Balancer::P2cEwma => ep.ewma.estimate(self.now_us).max(1.0) * load,
+            Balancer::P2cEwma => {
+                // An endpoint that has left requests unanswered for longer
+                // than its estimate is at least that slow now.
+                let stalled = ep.stalled_us(self.now_us) as f64;
+                ep.ewma.estimate(self.now_us).max(stalled).max(1.0) * load
+            }
             _ => load,
         };
         cost / self.weight(ep)

@@ -48,6 +48,11 @@ impl LatencyEwma {
         f64::from_bits(self.estimate_us.load(Relaxed)) * self.decay(now_us)
     }
 
+    /// When the last observation was made (or the estimate created).
+    pub fn last_observed_us(&self) -> u64 {
+        self.stamp_us.load(Relaxed)
+    }
+
     pub fn observe(&self, rtt_us: f64, now_us: u64) {
         let est = f64::from_bits(self.estimate_us.load(Relaxed));
         let weight = (1.0 - self.decay(now_us)).min(MAX_WEIGHT);

@@ -60,6 +60,10 @@ pub struct Endpoint {
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
     in_flight: AtomicUsize,
+    /// Requests sent and waiting for their response head, and since when
+    /// that number last rose from zero: see [`Endpoint::stalled_us`].
+    awaiting: AtomicUsize,
+    awaiting_since_us: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
     pub ewma: LatencyEwma,
@@ -95,6 +99,8 @@ impl Endpoint {
             state: AtomicU8::new(ConnState::Connecting as u8),
             last_error: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            awaiting: AtomicUsize::new(0),
+            awaiting_since_us: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ewma: LatencyEwma::new(initial_rtt_us, now),
@@ -202,6 +208,34 @@ impl Endpoint {
         InFlight(self.clone())
     }
 
+    /// Marks a request sent to the endpoint as waiting for its response
+    /// head, until the guard drops (the head arrived, or the request ended
+    /// without one).
+    pub fn await_answer(self: &Arc<Self>) -> Awaiting {
+        if self.awaiting.fetch_add(1, Relaxed) == 0 {
+            self.awaiting_since_us.store(now_us(), Relaxed);
+        }
+        Awaiting(self.clone())
+    }
+
+    /// How long the endpoint has had requests waiting for an answer without
+    /// answering any: since the later of its last response head and the
+    /// moment requests started waiting. 0 when none waits.
+    ///
+    /// A stuck endpoint (a stopped process, a black-holed network) never
+    /// answers, so its latency estimate learns nothing and only decays; this
+    /// is what tells it apart, and what the balancer weighs it by instead.
+    pub fn stalled_us(&self, now_us: u64) -> u64 {
+        if self.awaiting.load(Relaxed) == 0 {
+            return 0;
+        }
+        let since = self
+            .awaiting_since_us
+            .load(Relaxed)
+            .max(self.ewma.last_observed_us());
+        now_us.saturating_sub(since)
+    }
+
     /// A completed exchange that was not a failure.
     pub fn record_success(&self) {
         self.pool.outlier.on_success(self);
@@ -250,6 +284,16 @@ impl Drop for InFlight {
         if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
             self.0.close_if_drained();
         }
+    }
+}
+
+/// A request waiting for its response head, see [`Endpoint::await_answer`].
+#[derive(Debug)]
+pub struct Awaiting(Arc<Endpoint>);
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        self.0.awaiting.fetch_sub(1, Relaxed);
     }
 }
 

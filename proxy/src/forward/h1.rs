@@ -58,10 +58,13 @@ pub async fn forward(
         let in_flight = ep.start_request();
         let started = Instant::now();
         let req = request(head, &ep, slot);
-        match client.client.request(req).await {
+        let awaiting = ep.await_answer();
+        let answer = client.client.request(req).await;
+        match answer {
             Ok(response) => {
                 let elapsed = started.elapsed();
                 ep.ewma.observe(elapsed.as_micros() as f64, now_us());
+                drop(awaiting);
                 pool.shared.duration.observe(elapsed.as_secs_f64());
                 let status = response.status().as_u16();
                 ep.count_status(None, status);

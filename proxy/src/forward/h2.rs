@@ -265,6 +265,7 @@ async fn attempt(
             return Attempt::NotSent(refusal(&e));
         }
     };
+    let awaiting = ep.await_answer();
     let Some(respond) = down.respond.as_mut() else {
         return Attempt::Failed(Failure::ClientGone);
     };
@@ -300,6 +301,7 @@ async fn attempt(
     keep.store(false, Relaxed);
     let elapsed = started.elapsed();
     ep.ewma.observe(elapsed.as_micros() as f64, now_us());
+    drop(awaiting);
     pool.shared.duration.observe(elapsed.as_secs_f64());
 
     let (parts, mut resp_body) = response.into_parts();
