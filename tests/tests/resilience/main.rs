@@ -10,6 +10,7 @@
 //! - [`outliers`]: ejection after consecutive failures, return, longer
 //!   ejection on repeat, and the cap on how many are out at once;
 //! - [`slow_start`]: a new endpoint's share ramps up;
+//! - [`stuck`]: a backend that stopped answering gets few calls;
 //! - [`soak`]: memory stops growing under rounds of slow, stuck, cancelled
 //!   and refused calls;
 //! - [`bad_input`]: malformed HTTP/2 and gRPC framing from the app.
@@ -24,4 +25,5 @@ mod outliers;
 mod retry_budget;
 mod slow_start;
 mod soak;
+mod stuck;
 mod support;
