@@ -59,6 +59,7 @@ async fn serve(
         _ => {}
     }
     authenticate(shared, &parts)?;
+    shared.stats.count_api_request();
     if shared.faults.pass().await == Mode::Fail {
         return Err(ApiError::internal(
             "injected fault: the fake API server fails every request",

@@ -82,10 +82,12 @@ impl Faults {
     }
 }
 
-/// Requests per (resource, verb) and open watches per resource.
+/// Requests per (resource, verb), every API request, and open watches per resource.
 #[derive(Debug, Default)]
 pub struct Stats {
     requests: Mutex<HashMap<(String, String), u64>>,
+    /// Every API request that got past authentication, faulted ones included.
+    api_requests: std::sync::atomic::AtomicU64,
     watches: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -108,6 +110,16 @@ impl Stats {
         *lock(&self.requests)
             .entry((resource.to_string(), verb.to_string()))
             .or_default() += 1;
+    }
+
+    /// Counts an API request as it arrives, before any fault is applied.
+    pub fn count_api_request(&self) {
+        self.api_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn api_requests(&self) -> u64 {
+        self.api_requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn requests(&self, resource: &str, verb: &str) -> u64 {
@@ -139,6 +151,10 @@ impl Stats {
             .iter()
             .map(|(r, n)| (r.clone(), (*n).into()))
             .collect();
-        serde_json::json!({ "requests": requests, "openWatches": watches })
+        serde_json::json!({
+            "requests": requests,
+            "apiRequests": self.api_requests(),
+            "openWatches": watches,
+        })
     }
 }

@@ -463,6 +463,13 @@ impl FakeApiServer {
         self.shared.stats.requests(resource, verb)
     }
 
+    /// Every API request received (discovery, lists, watches, writes),
+    /// including those answered with an injected fault or held by `Hang`:
+    /// what a client's retry loop costs the server.
+    pub fn api_requests(&self) -> u64 {
+        self.shared.stats.api_requests()
+    }
+
     /// Watches on `resource` open right now.
     pub fn open_watches(&self, resource: &str) -> usize {
         self.shared.stats.open_watches(resource)

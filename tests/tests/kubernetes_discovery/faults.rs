@@ -1,13 +1,17 @@
-//! The API server misbehaving: dropped watches, errors, a restart, a
+//! The API server misbehaving: dropped watches, errors, hangs, a restart, a
 //! compacted history (410 Gone → relist), missing RBAC (403), refused
 //! credentials (401). Through transient faults the last known endpoints keep
 //! serving and later changes still arrive; the others fail requests at once
-//! with what to fix.
+//! with what to fix. While the API server fails, the proxy asks again with
+//! growing waits (counted by the server: no tight loop), and while it hangs
+//! the proxy waits on the held requests instead of piling up new ones.
 
 use crate::cluster::*;
 use sidelb_tests::echo::pb::EchoRequest;
 use sidelb_tests::harness::*;
 use sidelb_tests::kube_api::FaultMode;
+use std::time::Duration;
+use tokio::time::Instant;
 
 const TARGET: &str = "echo.default:50051";
 
@@ -203,4 +207,103 @@ async fn refused_credentials_fail_requests_with_what_to_check() {
         "{message}"
     );
     assert!(message.contains("in namespace default"), "{message}");
+}
+
+/// The most requests the proxy's two watches of one Service (its Service and
+/// its EndpointSlices) may make in `elapsed` while every request fails: per
+/// watch the first at once, then after 0.8 s, doubling (plus jitter, which
+/// only delays), so `1 + ⌊log2(t / 0.8 s + 1)⌋` each; and one spare each.
+fn most_requests_while_failing(elapsed: Duration) -> u64 {
+    let waits = (elapsed.as_secs_f64() / 0.8 + 1.0).log2().floor() as u64;
+    2 * (1 + waits + 1)
+}
+
+#[test]
+fn the_request_bound_follows_the_watch_backoff() {
+    assert_eq!(most_requests_while_failing(Duration::ZERO), 4);
+    assert_eq!(most_requests_while_failing(Duration::from_secs(6)), 10);
+    // A retry every second would make 12 in 6 s, a tight loop thousands.
+}
+
+#[tokio::test]
+async fn a_failing_or_hanging_api_server_is_retried_with_backoff_and_changes_arrive() {
+    let (cluster, mut pods, started, proxy, client) = serving_a_and_b().await;
+    let load = Load::start(&client, EchoRequest::default(), LoadLimits::default());
+    let (a, b) = (&started[0], &started[1]);
+
+    // Every request answered 500, the watches cut. A change is made while
+    // the proxy cannot see it.
+    cluster.api.set_fault_mode(FaultMode::Fail);
+    let before = cluster.api.api_requests();
+    let failing_since = Instant::now();
+    cluster.api.drop_watches();
+    let c = pods.start("c").await;
+    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[b, &c]));
+
+    // For a few seconds the last good endpoints keep serving, and the proxy
+    // keeps asking, but with growing waits.
+    wait_until("the proxy to retry", WAIT, || async {
+        (cluster.api.api_requests() >= before + 2).then_some(())
+    })
+    .await
+    .expect("the proxy retries");
+    load.take_window();
+    wait_until("a window of 6 s", WAIT, || async {
+        (failing_since.elapsed() >= Duration::from_secs(6)).then_some(())
+    })
+    .await
+    .expect("the window passes");
+    let made = cluster.api.api_requests() - before;
+    let elapsed = failing_since.elapsed();
+    let most = most_requests_while_failing(elapsed);
+    assert!(
+        made <= most,
+        "{made} requests to the failing API server in {elapsed:?}; the backoff allows {most}"
+    );
+    let during = load.take_window();
+    assert!(
+        during.total() > 0 && during.ok() == during.total(),
+        "{during}"
+    );
+    assert_eq!(
+        during.served_by("c"),
+        0,
+        "the change is not seen yet: {during}"
+    );
+    assert!(
+        during.served_by("a") > 0 && during.served_by("b") > 0,
+        "the last known endpoints serve: {during}"
+    );
+
+    // Healthy again: the change made meanwhile arrives.
+    cluster.api.set_fault_mode(FaultMode::Normal);
+    wait_for_pods(&proxy, TARGET, &["b", "c"]).await;
+    wait_until_served_by(&load, "c").await;
+
+    // Hanging: requests are held, not answered. The proxy's re-watches wait
+    // on them instead of piling up new ones.
+    cluster.api.set_fault_mode(FaultMode::Hang);
+    let before = cluster.api.api_requests();
+    let hanging_since = Instant::now();
+    cluster.api.drop_watches();
+    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[a, &c]));
+    wait_until("a window of 3 s", WAIT, || async {
+        (hanging_since.elapsed() >= Duration::from_secs(3)).then_some(())
+    })
+    .await
+    .expect("the window passes");
+    let made = cluster.api.api_requests() - before;
+    assert!(
+        (1..=4).contains(&made),
+        "{made} requests held by the hanging API server"
+    );
+    cluster.api.set_fault_mode(FaultMode::Normal);
+    wait_for_pods(&proxy, TARGET, &["a", "c"]).await;
+
+    let tally = load.stop().await;
+    assert_eq!(
+        tally.ok(),
+        tally.total(),
+        "no call failed meanwhile: {tally}"
+    );
 }

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod faults;
+mod garbage;
 mod missing;
 mod ports;
 mod readiness;
