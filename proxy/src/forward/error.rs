@@ -32,6 +32,9 @@ pub enum ProxyError {
     },
     #[error("proxy is shutting down; retry on another connection")]
     ShuttingDown,
+    /// The app's own request body broke off or was malformed (HTTP/1.1).
+    #[error("the request body could not be read: {0}; the request was abandoned")]
+    RequestBody(String),
 }
 
 impl ProxyError {
@@ -46,6 +49,7 @@ impl ProxyError {
         match self {
             ProxyError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

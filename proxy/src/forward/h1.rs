@@ -9,7 +9,7 @@
 use super::error::ProxyError;
 use crate::balancer::Pool;
 use crate::endpoint::{Endpoint, InFlight};
-use crate::listener::h1::body::{BodySlot, ChannelBody, untouched};
+use crate::listener::h1::body::{BodyError, BodySlot, ChannelBody, untouched};
 use crate::listener::h1::head::RequestHead;
 use crate::time::now_us;
 use hyper::body::Incoming;
@@ -93,6 +93,10 @@ pub async fn forward(
                 failed = Some(ep);
             }
             Err(e) => {
+                // The app's body failing is not the endpoint's failure.
+                if let Some(why) = request_body_error(&e) {
+                    return Err(ProxyError::RequestBody(why));
+                }
                 ep.record_failure();
                 return Err(ProxyError::Upstream {
                     service: pool.name().to_owned(),
@@ -102,6 +106,18 @@ pub async fn forward(
             }
         }
     }
+}
+
+/// The error of the app's request body, if that is what ended the request.
+fn request_body_error(e: &hyper_util::client::legacy::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(body) = s.downcast_ref::<BodyError>() {
+            return Some(body.0.clone());
+        }
+        source = s.source();
+    }
+    None
 }
 
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
