@@ -9,8 +9,16 @@
 //!   HTTP/2 connection attempts to it (it refuses them);
 //! - a backend that drops the connection is a 502 with a text body;
 //! - ambiguous framing (Content-Length with Transfer-Encoding in either
-//!   order, two Content-Lengths, a Transfer-Encoding other than chunked) is
-//!   a 400, the connection is closed, and nothing reaches a backend;
+//!   order, two Content-Lengths even equal or differing in case, a list in
+//!   one, a length that is not plain digits or too large, a
+//!   Transfer-Encoding other than exactly chunked, twice, folded or with a
+//!   space before its colon, chunked on HTTP/1.0, a NUL in a header) is a
+//!   400, the connection is closed, and nothing reaches a backend;
+//! - a malformed chunked body (a bad size, data longer than its size, a
+//!   bare LF, a size overflowing, a bad trailer) ends the request with 400
+//!   saying so and closes the connection: the bytes after it are never read
+//!   as another request, no whole request reaches a backend, and the
+//!   backends are not blamed for it;
 //! - a header block over 64 KiB is refused: 431 and a close on HTTP/1.1,
 //!   431 for the stream on HTTP/2 (whose connection goes on), while a large
 //!   header under the limit passes;
@@ -243,6 +251,27 @@ async fn ambiguous_framing_is_refused_and_never_forwarded() {
             "Transfer-Encoding: gzip, chunked\r\n",
             "5\r\nhello\r\n0\r\n\r\n",
         ),
+        (
+            "Transfer-Encoding: chunked, identity\r\n",
+            "5\r\nhello\r\n0\r\n\r\n",
+        ),
+        ("Transfer-Encoding: identity\r\n", "hello"),
+        ("Transfer-Encoding: xchunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "5\r\nhello\r\n0\r\n\r\n",
+        ),
+        ("Transfer-Encoding : chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+        (
+            "Transfer-Encoding: gzip\r\n chunked\r\n",
+            "5\r\nhello\r\n0\r\n\r\n",
+        ),
+        ("Content-Length: 5\r\ncontent-length: 5\r\n", "hello"),
+        ("Content-Length: 5, 5\r\n", "hello"),
+        ("Content-Length: +5\r\n", "hello"),
+        ("Content-Length: 0x5\r\n", "hello"),
+        ("Content-Length: 99999999999999999999999\r\n", "hello"),
+        ("Content-Length: 5\r\nX-Nul: a\0b\r\n", "hello"),
     ] {
         let mut conn = Http1Conn::connect(web.listener()).await.expect("connects");
         let request =
@@ -254,7 +283,75 @@ async fn ambiguous_framing_is_refused_and_never_forwarded() {
             .await
             .unwrap_or_else(|e| panic!("{framing:?}: {e:#}"));
     }
+    // Whole requests: chunked on HTTP/1.0, where only a length or the
+    // connection's end delimits a body.
+    for request in [format!(
+        "POST /smuggle HTTP/1.0\r\nHost: {WEB}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )] {
+        let mut conn = Http1Conn::connect(web.listener()).await.expect("connects");
+        let response = conn.request(request.as_bytes()).await.expect("answered");
+        assert_eq!(response.status, 400, "{request:?}: {}", response.text());
+        conn.wait_closed()
+            .await
+            .unwrap_or_else(|e| panic!("{request:?}: {e:#}"));
+    }
     assert_eq!(web.requests_served().await, 0, "nothing reached a backend");
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_ends_the_connection_and_smuggles_nothing() {
+    let web = web(&[]).await;
+    let head =
+        format!("POST /chunks HTTP/1.1\r\nHost: {WEB}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    // After each bad body, a request that must never be read as one.
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {WEB}\r\n\r\n");
+    for body in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhelloXX\r\n0\r\n\r\n",
+        "5\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "fffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+    ] {
+        let mut conn = Http1Conn::connect(web.listener()).await.expect("connects");
+        conn.send(format!("{head}{body}{smuggled}").as_bytes())
+            .await
+            .expect("sent");
+        let answer = conn
+            .read_until_closed(WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{body:?}: the connection stays open: {e:#}"));
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 400") && text.contains("malformed chunked body"),
+            "{body:?}: {text}"
+        );
+        assert_eq!(
+            text.matches("HTTP/1.1 ").count(),
+            1,
+            "{body:?}: one answer only, the smuggled request is never read: {text}"
+        );
+    }
+    for backend in &web.backends {
+        let stats = backend.stats().await.expect("stats");
+        assert_eq!(
+            stats.requests,
+            0,
+            "no whole request reached {}",
+            backend.name()
+        );
+    }
+    // The app's bad bodies are not the backends' failures: none is counted
+    // against them (enough of those would eject healthy backends).
+    let view = web
+        .proxy
+        .service_view(WEB)
+        .await
+        .expect("view")
+        .expect("web");
+    for endpoint in view["endpoints"].as_array().expect("endpoints") {
+        assert_eq!(endpoint["failures"], 0, "{endpoint}");
+    }
 }
 
 #[tokio::test]
