@@ -1,14 +1,27 @@
 //! Serving an app's HTTP/2 connection: every stream becomes a task that is
-//! balanced on its own.
+//! balanced on its own. A request head (HEADERS and its CONTINUATIONs) left
+//! unfinished for the header read timeout closes the connection, as an
+//! unfinished preface does ([`super::h2_watch`]).
 
-use super::{ConnContext, rewind::Rewind};
+use super::h2_watch::HeaderWatch;
+use super::{ConnContext, H2_PREFACE, rewind::Rewind};
 use crate::drain::Drain;
 use crate::endpoint::driver::{CONNECTION_WINDOW, STREAM_WINDOW};
+use crate::time::{now_us, us};
 use bytes::Bytes;
+use std::time::Duration;
 use tokio::net::TcpStream;
+
+/// How long a connection closed for an unfinished request head gets to
+/// send its GOAWAY.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain) {
     let config = cx.config.clone();
+    let (io, open_block) = HeaderWatch::new(io, H2_PREFACE.len());
+    let head_timeout = config.header_read_timeout;
+    let mut head_check = tokio::time::interval(head_timeout / 2);
+    head_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -55,6 +68,19 @@ pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain)
             () = drain.signaled(), if !draining => {
                 draining = true;
                 conn.graceful_shutdown();
+            }
+            _ = head_check.tick() => {
+                let open = open_block.open_for_us(now_us());
+                if open.is_some_and(|open| open >= us(head_timeout)) {
+                    tracing::debug!(peer = %cx.peer, "closed: a request head was not finished within {head_timeout:?}");
+                    cx.protocol_error();
+                    conn.abrupt_shutdown(h2::Reason::PROTOCOL_ERROR);
+                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                        while let Some(Ok(_)) = conn.accept().await {}
+                    })
+                    .await;
+                    break;
+                }
             }
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod h1;
 pub mod h2;
+pub mod h2_watch;
 pub mod rewind;
 
 use crate::balancer::Pool;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
 /// A SETTINGS frame is a few entries of 6 bytes; a longer one is left to
 /// the HTTP/2 server to refuse.
