@@ -23,7 +23,9 @@
 //!   431 for the stream on HTTP/2 (whose connection goes on), while a large
 //!   header under the limit passes;
 //! - a connection that sends nothing, or not a whole request head or HTTP/2
-//!   preface, is closed after `SIDELB_HEADER_READ_TIMEOUT`.
+//!   preface, is closed after `SIDELB_HEADER_READ_TIMEOUT`, and so is an
+//!   HTTP/2 connection whose request head (HEADERS without END_HEADERS) is
+//!   never finished: GOAWAY(PROTOCOL_ERROR).
 
 use sidelb_tests::echo::pb::EchoRequest;
 use sidelb_tests::harness::*;
@@ -437,6 +439,38 @@ async fn silent_and_incomplete_connections_are_closed_after_the_header_read_time
         .wait_closed_within(bound)
         .await
         .expect("then closed");
+    // HTTP/2: a request head (HEADERS without END_HEADERS) never finished.
+    // Once it is open nothing else may come on the connection, so only the
+    // timeout can end it.
+    let mut partial_block = RawH2::connect(web.listener()).await.expect("connects");
+    partial_block
+        .until(bound, |f| f.kind == raw_h2::SETTINGS && f.flags == 0)
+        .await
+        .expect("the proxy's SETTINGS, acknowledged");
+    let fields = [
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"http"),
+        (b":path", b"/"),
+    ];
+    partial_block
+        .send(&raw_h2::frame(
+            raw_h2::HEADERS,
+            0,
+            1,
+            &raw_h2::header_block(&fields),
+        ))
+        .await
+        .expect("sent");
+    let frames = partial_block
+        .until_closed(bound)
+        .await
+        .expect("an unfinished request head is closed");
+    let goaway = frames.iter().find(|f| f.kind == raw_h2::GOAWAY);
+    assert_eq!(
+        goaway.and_then(raw_h2::Frame::error_code),
+        Some(raw_h2::PROTOCOL_ERROR),
+        "{frames:?}"
+    );
     for (what, stream) in [
         ("a partial preface", partial_preface),
         ("a preface without SETTINGS", preface_only),
