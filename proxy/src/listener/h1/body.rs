@@ -206,9 +206,15 @@ async fn read_chunked<R: AsyncRead + Unpin>(
             break;
         }
         read_exact(rd, buf, size, tx).await?;
-        if !line(rd, buf, 2).await?.is_empty() {
+        // The CRLF after the data, checked by its two bytes so the error is
+        // the same however the input was cut into reads.
+        while buf.len() < 2 {
+            fill(rd, buf).await?;
+        }
+        if &buf[..2] != b"\r\n" {
             return Err(ReadError::Malformed("chunk data longer than its size"));
         }
+        buf.advance(2);
     }
     let mut trailers = HeaderMap::new();
     let mut total = 0;
