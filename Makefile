@@ -2,7 +2,9 @@
 #
 #   make demo    the proxy balancing one gRPC connection over changing backends, no cluster needed
 #   make test    everything: unit, end-to-end, other-language clients, chart
-#   make bench   sidelb against a direct connection, nginx and HAProxy; writes bench/RESULTS.md
+#   make bench   sidelb against a direct connection, nginx and HAProxy, and a rolling restart
+#                through each; writes bench/RESULTS.md
+#   make fuzz    the property-based fuzz targets (fuzz/) with many cases (PROPTEST_CASES)
 
 .DEFAULT_GOAL := all
 include charts/Makefile.inc
@@ -10,7 +12,7 @@ include charts/Makefile.inc
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: all build release test test-rust test-python lint demo bench images clean
+.PHONY: all build release test test-rust test-python lint demo bench fuzz images clean
 
 all: build
 
@@ -18,7 +20,7 @@ build:
 	$(CARGO) build --workspace --bins
 
 release:
-	$(CARGO) build --release -p sidelb-proxy -p sidelb-injector -p sidelb-tests --bins
+	$(CARGO) build --release -p sidelb-proxy -p sidelb-injector -p sidelb-tests -p sidelb-bench --bins
 
 test: build lint test-rust test-python
 
@@ -37,6 +39,13 @@ demo: release
 
 bench: release
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/rollout.py
+
+# `make test` runs every fuzz target briefly; this runs them long, optimised
+# but with overflow checks (profile `fuzz`). PROPTEST_CASES=N to choose.
+PROPTEST_CASES ?= 100000
+fuzz:
+	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --profile fuzz -p sidelb-fuzz -- --test-threads=2
 
 clean:
 	$(CARGO) clean

@@ -367,7 +367,16 @@ def write_results(rows, args, started):
         "",
         "Raw h2load output is in `bench/out/` after a run.",
     ]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    write_keeping_sections("\n".join(lines) + "\n")
+
+
+def write_keeping_sections(text):
+    """Writes RESULTS.md, keeping the sections other scripts own (between
+    `<!-- NAME:begin -->` and `<!-- NAME:end -->`, e.g. bench/rollout.py's)."""
+    results = ROOT / "bench" / "RESULTS.md"
+    old = results.read_text() if results.exists() else ""
+    sections = [m.group(0) for m in re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->\n?", old, flags=re.S)]
+    results.write_text(text + "".join("\n" + s.rstrip("\n") + "\n" for s in sections))
 
 
 def cpu_model():
