@@ -6,7 +6,10 @@
 //! - the drain is bounded (`SIDELB_DRAIN_TIMEOUT`): a call that never ends
 //!   does not keep the proxy alive, and it still exits with 0;
 //! - with `SIDELB_SHUTDOWN_GRACE`, new connections and calls are still
-//!   served during the grace.
+//!   served during the grace (a classic sidecar, whose app is stopped at the
+//!   same time), then it drains as above: calls opened before SIGTERM and
+//!   during the grace both end cleanly, and it exits with 0. (A native
+//!   sidecar is stopped after the app and drains at once, the first case.)
 
 use sidelb_tests::echo::pb::{EchoReply, EchoRequest};
 use sidelb_tests::harness::client::request_channel;
@@ -136,4 +139,64 @@ async fn during_the_shutdown_grace_new_calls_are_served() {
             .ok(),
         5
     );
+}
+
+/// A classic sidecar's shutdown from start to end: the proxy and the app get
+/// SIGTERM together; through the grace the app's new connections and calls
+/// are served (its own shutdown may still need the proxy), then the proxy
+/// drains like a native sidecar does at once: new connections refused, every
+/// call already in flight (opened before SIGTERM or during the grace) goes on
+/// to a clean end, exit 0.
+#[tokio::test]
+async fn a_classic_sidecar_serves_through_its_grace_then_drains() {
+    let mut setup = EchoSetup::start(
+        &["a", "b"],
+        BackendOptions::default(),
+        &[("SIDELB_SHUTDOWN_GRACE", "2s")],
+    )
+    .await
+    .expect("setup");
+    let client = setup.client().await.expect("connects");
+    let mut before = OpenCall::open(&client)
+        .await
+        .expect("a call before SIGTERM");
+
+    setup.proxy.terminate().expect("SIGTERM");
+    wait_until("the proxy to start its grace", WAIT, || async {
+        setup
+            .proxy
+            .logs()
+            .contains("SIDELB_SHUTDOWN_GRACE")
+            .then_some(())
+    })
+    .await
+    .expect("in its grace");
+    let late = setup
+        .client()
+        .await
+        .expect("a new connection during the grace");
+    let tally = unary_calls(&late, 20, &EchoRequest::default()).await;
+    assert_eq!(tally.ok(), 20, "{tally}");
+    let mut during = OpenCall::open(&late)
+        .await
+        .expect("a call during the grace");
+    let (status, _) = setup.proxy.admin_get("/ready").await.expect("admin");
+    assert_eq!(status.as_u16(), 200, "still ready during the grace");
+
+    // The grace is over: draining.
+    wait_until("the drain to start", WAIT, || async {
+        let (status, _) = setup.proxy.admin_get("/ready").await.ok()?;
+        (status.as_u16() == 503).then_some(())
+    })
+    .await
+    .expect("draining");
+    wait_refused(setup.proxy.upstream_addr(ECHO).expect("listener")).await;
+    for call in [&mut before, &mut during] {
+        let reply = call.exchange().await.expect("the call goes on");
+        assert_eq!(reply.received, 2);
+    }
+    before.finish().await.expect("ends cleanly");
+    during.finish().await.expect("ends cleanly");
+    let status = setup.proxy.wait_exit().await.expect("exits");
+    assert_eq!(status.code(), Some(0), "{status}");
 }
