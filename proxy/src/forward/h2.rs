@@ -78,7 +78,7 @@ pub async fn serve(
     };
     let timeout = if grpc {
         req.headers()
-            .get("grpc-timeout")
+            .get(&grpc::GRPC_TIMEOUT)
             .and_then(grpc::parse_timeout)
     } else {
         None
