@@ -18,7 +18,7 @@ build:
 	$(CARGO) build --workspace --bins
 
 release:
-	$(CARGO) build --release -p sidelb-proxy -p sidelb-injector -p sidelb-tests --bins
+	$(CARGO) build --release -p sidelb-proxy -p sidelb-injector -p sidelb-bench --bins
 
 test: build lint test-rust test-python
 
@@ -32,8 +32,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-demo: release
-	./target/release/sidelb-demo
+# The demo's figures are shares of requests, not speed: a debug build does.
+demo:
+	$(CARGO) build -p sidelb-proxy -p sidelb-tests --bins
+	./target/debug/sidelb-demo
 
 bench: release
 	$(PYTHON) bench/run.py
