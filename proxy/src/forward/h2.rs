@@ -269,7 +269,6 @@ async fn attempt(
     let response = loop {
         tokio::select! {
             biased;
-            _ = poll_fn(|cx| respond.poll_reset(cx)) => return Attempt::Failed(Failure::ClientGone),
             r = &mut response => break r,
             r = &mut pump, if !body_done => {
                 body_done = true;
@@ -277,6 +276,7 @@ async fn attempt(
                     return Attempt::Failed(Failure::ClientGone);
                 }
             }
+            _ = poll_fn(|cx| respond.poll_reset(cx)) => return Attempt::Failed(Failure::ClientGone),
         }
     };
     let response = match response {
