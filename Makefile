@@ -20,7 +20,8 @@ build:
 	$(CARGO) build --workspace --bins
 
 release:
-	$(CARGO) build --release -p sidelb-proxy -p sidelb-injector -p sidelb-tests -p sidelb-bench --bins
+	$(CARGO) build --release -p sidelb-proxy -p sidelb-injector -p sidelb-bench --bins
+	$(CARGO) build --release -p sidelb-tests --bin sidelb-test-backend
 
 test: build lint test-rust test-python
 
@@ -34,8 +35,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-demo: release
-	./target/release/sidelb-demo
+# The demo's figures are shares of requests, not speed: a debug build does.
+demo:
+	$(CARGO) build -p sidelb-proxy -p sidelb-tests --bins
+	./target/debug/sidelb-demo
 
 bench: release
 	$(PYTHON) bench/run.py

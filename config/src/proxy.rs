@@ -30,6 +30,15 @@ pub enum Discovery {
     File(PathBuf),
 }
 
+impl std::fmt::Display for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Discovery::Kubernetes => f.write_str("kubernetes"),
+            Discovery::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Plain,

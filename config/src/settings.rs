@@ -40,7 +40,7 @@ impl Setting {
     pub fn check(&self, source: &str, value: &str) -> Result<(), String> {
         self.kind
             .check(value)
-            .map_err(|why| format!("{source}: {why}; expected {}", self.kind.accepted()))
+            .map_err(|why| format!("{source}: {why}"))
     }
 
     pub fn by_env(env: &str) -> Option<&'static Setting> {

@@ -45,7 +45,9 @@ fn init_logging(config: &InjectorConfig) -> anyhow::Result<()> {
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Plain => builder.init(),
+        // A pod's stderr is a log file, not a terminal: no colour codes in
+        // `kubectl logs` (as the proxy).
+        LogFormat::Plain => builder.with_ansi(false).init(),
     }
     Ok(())
 }

@@ -104,7 +104,14 @@ impl Admin {
                 *counts.entry(state_of(ep)).or_insert(0i64) += 1;
             }
             *counts.entry("draining").or_insert(0) += pool.draining().len() as i64;
-            for state in ["ready", "connecting", "down", "ejected", "draining"] {
+            for state in [
+                "ready",
+                "connecting",
+                "down",
+                "no-http2",
+                "ejected",
+                "draining",
+            ] {
                 m.endpoints
                     .get_or_create(&StateLabels {
                         service: pool.name().to_owned(),
@@ -163,7 +170,7 @@ pub struct ServiceView {
 pub struct EndpointView {
     pub address: String,
     pub name: Option<String>,
-    /// `ready`, `connecting`, `down`, `ejected` or `draining`.
+    /// `ready`, `connecting`, `down`, `no-http2`, `ejected` or `draining`.
     pub state: &'static str,
     pub connection: &'static str,
     pub connections: usize,

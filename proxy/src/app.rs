@@ -127,7 +127,7 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
     tracing::info!(
         admin = %config.admin_addr,
         balancer = config.balancer.name(),
-        discovery = ?config.discovery,
+        discovery = %config.discovery,
         "sidelb-proxy {} started",
         env!("CARGO_PKG_VERSION")
     );

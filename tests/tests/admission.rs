@@ -284,8 +284,13 @@ async fn injects_by_namespace_selector_and_reinvokes_after_later_changes() {
     let calls = webhook.calls_for("/inject", "app-");
     assert_eq!(
         calls.len(),
-        1,
-        "called once when nothing changed the pod after it"
+        2,
+        "reinvoked once: the ServiceAccount plugin, run again, mounted its token into the added container"
+    );
+    assert!(
+        calls[1].1["request"]["object"]["spec"]["initContainers"][0]["volumeMounts"]
+            .to_string()
+            .contains("/var/run/secrets/kubernetes.io/serviceaccount")
     );
     let (uri, review) = &calls[0];
     assert_eq!(uri, "/inject?timeout=10s");
@@ -314,6 +319,24 @@ async fn injects_by_namespace_selector_and_reinvokes_after_later_changes() {
             .to_string()
             .contains("/var/run/secrets/kubernetes.io/serviceaccount"),
         "built-in ServiceAccount admission ran first"
+    );
+
+    // Without the token, nothing changes the pod after the webhook: one call.
+    let untouched: Pod = serde_json::from_value(json!({
+        "metadata": { "generateName": "no-token-" },
+        "spec": { "automountServiceAccountToken": false, "containers": [ { "name": "app", "image": "app:1" } ] }
+    }))
+    .expect("pod");
+    let untouched = pods(&server, "injected")
+        .await
+        .create(&PostParams::default(), &untouched)
+        .await
+        .expect("created");
+    assert_eq!(init_names(&untouched), ["sidelb-proxy"]);
+    assert_eq!(
+        webhook.calls_for("/inject", "no-token-").len(),
+        1,
+        "called once when nothing changed the pod after it"
     );
 
     let touched = pods(&server, "injected")

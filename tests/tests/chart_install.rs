@@ -8,8 +8,8 @@
 //! out injected, or not, as the webhook's selectors say.
 //!
 //! Needs `python3` (or `$PYTHON`) with the packages in
-//! `charts/tests/requirements.txt`, and builds `sidelb-injector` if it is not
-//! there yet.
+//! `charts/tests/requirements.txt`, and `sidelb-injector` built
+//! (`cargo build --workspace --bins`).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -18,14 +18,10 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
+use sidelb_tests::harness::Injector;
 use sidelb_tests::kube_api::FakeApiServer;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::process::Command;
 
 const NAMESPACE: &str = "sidelb";
 const RELEASE: &str = "sidelb";
@@ -86,113 +82,27 @@ fn stored(
         .unwrap_or_else(|| panic!("{kind} {name} is not in the API server"))
 }
 
-fn injector_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("SIDELB_INJECTOR_BIN") {
-        return bin.into();
-    }
-    // target/debug/deps/chart_install-… → target/debug/sidelb-injector
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("sidelb-injector");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "sidelb-injector"])
-            .current_dir(repo())
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "cargo build -p sidelb-injector failed");
-    }
-    bin
-}
-
 /// The real injector, configured exactly as the rendered Deployment's
 /// container, serving the certificate from the Secret the API server stores.
-struct Injector {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-    log: Arc<Mutex<String>>,
-}
-
-impl Injector {
-    fn start(server: &FakeApiServer) -> Injector {
-        let deployment = stored(server, "apps/v1", "Deployment", Some(NAMESPACE), INJECTOR);
-        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-        let secret = stored(server, "v1", "Secret", Some(NAMESPACE), TLS_SECRET);
-        let dir = std::env::temp_dir().join(format!(
-            "sidelb-chart-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        for file in ["tls.crt", "tls.key"] {
-            let pem = STANDARD
-                .decode(secret["data"][file].as_str().expect("Secret data"))
-                .expect("base64");
-            std::fs::write(dir.join(file), pem).expect("write");
-        }
-
-        let mut cmd = Command::new(injector_binary());
-        cmd.env_clear();
-        for var in container["env"].as_array().expect("env") {
-            let value = var["value"].as_str().expect("literal env values");
-            cmd.env(var["name"].as_str().expect("name"), value);
-        }
-        // Where it listens and where the mounted Secret's files are: the only differences from the pod.
-        cmd.env("SIDELB_INJECTOR_ADDR", "127.0.0.1:0")
-            .env("SIDELB_TLS_CERT", dir.join("tls.crt"))
-            .env("SIDELB_TLS_KEY", dir.join("tls.key"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start sidelb-injector");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on https://") {
-                    let addr = line[at + "listening on https://".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_owned();
-                    let _ = tx.send(addr);
-                }
-                lines.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr.parse().expect("listening address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("sidelb-injector did not start:\n{}", log.lock().unwrap());
-            }
-        };
-        Injector {
-            child,
-            addr,
-            dir,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Injector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Only where it listens and where the mounted Secret's files are differ from
+/// the pod.
+async fn start_injector(server: &FakeApiServer) -> Injector {
+    let deployment = stored(server, "apps/v1", "Deployment", Some(NAMESPACE), INJECTOR);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let secret = stored(server, "v1", "Secret", Some(NAMESPACE), TLS_SECRET);
+    let pem = |file: &str| {
+        let der = STANDARD
+            .decode(secret["data"][file].as_str().expect("Secret data"))
+            .expect("base64");
+        String::from_utf8(der).expect("PEM text")
+    };
+    let env = container["env"].as_array().expect("env").iter().map(|var| {
+        let name = var["name"].as_str().expect("name");
+        (name, var["value"].as_str().expect("literal env values"))
+    });
+    Injector::spawn(&pem("tls.crt"), &pem("tls.key"), env)
+        .await
+        .expect("sidelb-injector starts")
 }
 
 /// Sends the webhook's calls for the rendered Service to the injector, as the
@@ -200,7 +110,7 @@ impl Drop for Injector {
 fn route(server: &FakeApiServer, injector: &Injector) {
     let service = stored(server, "v1", "Service", Some(NAMESPACE), INJECTOR);
     let port = service["spec"]["ports"][0]["port"].as_u64().expect("port") as u16;
-    server.route_service(NAMESPACE, INJECTOR, port, injector.addr);
+    server.route_service(NAMESPACE, INJECTOR, port, injector.addr());
 }
 
 fn namespace(server: &FakeApiServer, name: &str, inject: Option<&str>) {
@@ -287,7 +197,7 @@ async fn installed_chart_injects_the_pods_its_webhook_selects() {
 
     let installed = render(Some(server.kubeconfig_path()), json!({}));
     apply(&server, &installed);
-    let injector = Injector::start(&server);
+    let injector = start_injector(&server).await;
     route(&server, &injector);
     let client = client(&server).await;
 
@@ -384,7 +294,7 @@ async fn failure_policy_decides_what_happens_while_the_injector_is_down() {
     );
 
     // Once the injector is back, pods are created again, with the proxy.
-    let injector = Injector::start(&server);
+    let injector = start_injector(&server).await;
     route(&server, &injector);
     let pod = create(&client, "shop", json!({})).await.expect("created");
     assert!(injected(&pod), "{}", injector.log());

@@ -447,7 +447,10 @@ async fn watcher_survives_dropped_watches_compaction_and_restart() {
     wait_for_address(&mut events, "greeter-a", "10.0.0.4").await;
     assert!(
         server.requests("endpointslices", "list") > lists_before,
-        "410 made the watcher relist"
+        "410 made the watcher relist: lists {} -> {}, watches {}",
+        lists_before,
+        server.requests("endpointslices", "list"),
+        server.requests("endpointslices", "watch"),
     );
 
     server.stop();

@@ -3,12 +3,12 @@
 //! Skipped, saying so, when kubectl is not installed.
 
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sidelb_tests::harness::{Kubectl, kubectl_present};
 use sidelb_tests::kube_api::FakeApiServer;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -56,92 +56,6 @@ spec:
   - {name: grpc, port: 50051}
 "#;
 
-fn kubectl_present() -> bool {
-    Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A scratch directory for manifests and kubectl's discovery cache.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sidelb-kubectl-test-{}-{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write manifest");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Kubectl<'a> {
-    kubeconfig: &'a Path,
-    cache: PathBuf,
-}
-
-impl Kubectl<'_> {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("kubectl");
-        command
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args);
-        command.env_remove("KUBECONFIG");
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("kubectl runs")
-    }
-
-    /// Runs kubectl and returns stdout, failing the test if kubectl failed.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "kubectl {args:?} failed: {}{stdout}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    }
-
-    /// Runs kubectl expecting failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            !output.status.success(),
-            "kubectl {args:?} should have failed"
-        );
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&args)).expect("kubectl printed JSON")
-    }
-}
-
 /// A `kubectl ... -w -o json` process and the objects it prints.
 struct Watch {
     child: Child,
@@ -149,7 +63,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn start(kubectl: &Kubectl<'_>, args: &[&str]) -> Self {
+    fn start(kubectl: &Kubectl, args: &[&str]) -> Self {
         let mut child = kubectl
             .command(args)
             .stdout(Stdio::piped())
@@ -198,12 +112,8 @@ fn kubectl_works_against_the_fake_server() {
         return;
     }
     let server = FakeApiServer::start().expect("server starts");
-    let scratch = Scratch::new();
-    let kubectl = Kubectl {
-        kubeconfig: server.kubeconfig_path(),
-        cache: scratch.0.join("cache"),
-    };
-    let manifests = scratch.file("app.yaml", MANIFESTS);
+    let kubectl = Kubectl::new(server.kubeconfig_path()).expect("kubectl scratch dir");
+    let manifests = kubectl.file("app.yaml", MANIFESTS);
     let manifests = manifests.to_str().expect("utf-8 path");
 
     let created = kubectl.ok(&["create", "--validate=false", "-f", manifests]);
@@ -299,7 +209,7 @@ fn kubectl_works_against_the_fake_server() {
     assert_eq!(changed["kind"], "EndpointSlice");
     drop(watch);
 
-    let service_v2 = scratch.file("svc-v2.yaml", SERVICE_V2);
+    let service_v2 = kubectl.file("svc-v2.yaml", SERVICE_V2);
     let service_v2 = service_v2.to_str().expect("utf-8 path");
     let applied = kubectl.ok(&["apply", "--validate=false", "-f", service_v2]);
     assert_eq!(applied.trim(), "service/greeter configured");

@@ -1,42 +1,60 @@
 //! The HTTP/2 connections of one endpoint.
 //!
-//! Normally one: every request to the endpoint is a stream on it. When the
-//! peer's `MAX_CONCURRENT_STREAMS` is reached the driver is asked for another
-//! connection (up to [`MAX_CONNECTIONS`]) while the stream waits for a slot.
+//! Normally one: every request to the endpoint is a stream on it. When every
+//! connection is at the peer's `MAX_CONCURRENT_STREAMS`, the driver is asked
+//! for another one (up to [`MAX_CONNECTIONS`]) and the request waits, briefly,
+//! for whichever comes first: a free stream slot or the new connection.
 
 use bytes::Bytes;
 use h2::client::SendRequest;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 pub const MAX_CONNECTIONS: usize = 8;
+
+/// Wakes requests waiting for a stream slot; costs nothing when none wait.
+#[derive(Debug, Default)]
+struct Room {
+    freed: Notify,
+    waiting: AtomicUsize,
+}
+
+impl Room {
+    fn signal(&self) {
+        if self.waiting.load(Relaxed) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct H2Conn {
     send: SendRequest<Bytes>,
     active: AtomicUsize,
     closed: AtomicBool,
+    room: Arc<Room>,
     /// Signalled when a stream finds the connection refusing new streams.
     pub closing: Notify,
 }
 
 impl H2Conn {
-    pub fn new(send: SendRequest<Bytes>) -> Arc<Self> {
-        Arc::new(H2Conn {
-            send,
-            active: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            closing: Notify::new(),
-        })
-    }
-
     pub fn active(&self) -> usize {
         self.active.load(Relaxed)
     }
 
+    fn is_open(&self) -> bool {
+        !self.closed.load(Relaxed)
+    }
+
     fn has_room(&self) -> bool {
-        !self.closed.load(Relaxed) && self.active() < self.send.current_max_send_streams()
+        self.is_open() && self.active() < self.send.current_max_send_streams()
+    }
+
+    fn claim(self: &Arc<Self>) -> (SendRequest<Bytes>, StreamSlot) {
+        self.active.fetch_add(1, Relaxed);
+        (self.send.clone(), StreamSlot(self.clone()))
     }
 }
 
@@ -56,12 +74,23 @@ impl StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Relaxed);
+        self.0.room.signal();
     }
+}
+
+/// What a request can have now.
+pub enum Acquire {
+    Ready(SendRequest<Bytes>, StreamSlot),
+    /// Every open connection is at its stream limit.
+    Full,
+    /// No open connection.
+    Empty,
 }
 
 #[derive(Debug, Default)]
 pub struct ConnSet {
     conns: Mutex<Vec<Arc<H2Conn>>>,
+    room: Arc<Room>,
     /// Signalled when every connection is at its stream limit.
     pub want_more: Notify,
 }
@@ -71,8 +100,18 @@ impl ConnSet {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn add(&self, conn: Arc<H2Conn>) {
-        self.lock().push(conn);
+    /// Adds a newly opened connection.
+    pub fn add(&self, send: SendRequest<Bytes>) -> Arc<H2Conn> {
+        let conn = Arc::new(H2Conn {
+            send,
+            active: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            room: self.room.clone(),
+            closing: Notify::new(),
+        });
+        self.lock().push(conn.clone());
+        self.room.signal();
+        conn
     }
 
     /// Removes a connection; returns how many remain usable.
@@ -80,7 +119,7 @@ impl ConnSet {
         conn.closed.store(true, Relaxed);
         let mut conns = self.lock();
         conns.retain(|c| !Arc::ptr_eq(c, conn));
-        conns.iter().filter(|c| !c.closed.load(Relaxed)).count()
+        conns.iter().filter(|c| c.is_open()).count()
     }
 
     pub fn len(&self) -> usize {
@@ -91,22 +130,58 @@ impl ConnSet {
         self.len() == 0
     }
 
-    /// A connection for one more stream: the first with room, else the least
-    /// busy (h2 then queues the stream until a slot frees) while another
-    /// connection is asked for.
-    pub fn acquire(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
+    /// A stream slot on a connection with room, if there is one.
+    pub fn try_acquire(&self) -> Acquire {
         let conns = self.lock();
-        let mut chosen = conns.iter().find(|c| c.has_room());
-        if chosen.is_none() {
-            let open = conns.iter().filter(|c| !c.closed.load(Relaxed));
-            chosen = open.min_by_key(|c| c.active());
-            if chosen.is_some() && conns.len() < MAX_CONNECTIONS {
-                self.want_more.notify_one();
+        if let Some(conn) = conns.iter().find(|c| c.has_room()) {
+            let (send, slot) = conn.claim();
+            return Acquire::Ready(send, slot);
+        }
+        if !conns.iter().any(|c| c.is_open()) {
+            return Acquire::Empty;
+        }
+        if conns.len() < MAX_CONNECTIONS {
+            self.want_more.notify_one();
+        }
+        Acquire::Full
+    }
+
+    /// A slot on the least busy open connection, even a full one: h2 then
+    /// holds the stream until the peer allows it.
+    pub fn acquire_least_busy(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
+        let conns = self.lock();
+        let conn = conns
+            .iter()
+            .filter(|c| c.is_open())
+            .min_by_key(|c| c.active())?;
+        Some(conn.claim())
+    }
+
+    /// A slot, waiting at most `wait` for room (a stream finishing or a new
+    /// connection) when every connection is full.
+    pub async fn acquire(&self, wait: Duration) -> Option<(SendRequest<Bytes>, StreamSlot)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.room.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            self.room.waiting.fetch_add(1, Relaxed);
+            let acquired = self.try_acquire();
+            if !matches!(acquired, Acquire::Full) {
+                self.room.waiting.fetch_sub(1, Relaxed);
+            }
+            match acquired {
+                Acquire::Ready(send, slot) => return Some((send, slot)),
+                Acquire::Empty => return None,
+                Acquire::Full => {
+                    let woken = tokio::time::timeout_at(deadline, freed).await;
+                    self.room.waiting.fetch_sub(1, Relaxed);
+                    if woken.is_err() {
+                        return self.acquire_least_busy();
+                    }
+                }
             }
         }
-        let conn = chosen?;
-        conn.active.fetch_add(1, Relaxed);
-        Some((conn.send.clone(), StreamSlot(conn.clone())))
     }
 
     /// Drops every connection (the endpoint was removed and drained).

@@ -7,7 +7,7 @@
 //! reconnect in lockstep; and opens extra connections when the peer's
 //! stream limit is reached.
 
-use super::conns::{H2Conn, MAX_CONNECTIONS};
+use super::conns::MAX_CONNECTIONS;
 use super::{ConnState, Endpoint};
 use bytes::Bytes;
 use sidelb_config::ProxyConfig;
@@ -22,6 +22,8 @@ pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Where the backoff of an endpoint that speaks no HTTP/2 starts: at its cap.
+const NO_HTTP2_ATTEMPTS: u32 = 16;
 /// A connection that lived at least this long resets the backoff.
 const HEALTHY_LIFETIME: Duration = Duration::from_secs(1);
 
@@ -38,11 +40,26 @@ pub enum ConnectError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("HTTP/2 handshake with {addr}: {source}")]
+    #[error("HTTP/2 handshake with {addr}: {source}; does it speak HTTP/2 (h2c)?")]
     Handshake {
         addr: std::net::SocketAddr,
         source: h2::Error,
     },
+    #[error("{addr} closed the connection during the HTTP/2 handshake")]
+    Closed { addr: std::net::SocketAddr },
+    #[error("{addr} accepted the connection but did not answer HTTP/2 within {timeout:?}")]
+    NoAnswer {
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+    },
+}
+
+impl ConnectError {
+    /// Whether the endpoint could not be reached at all (as opposed to
+    /// reached but not speaking HTTP/2).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ConnectError::Timeout { .. } | ConnectError::Io { .. })
+    }
 }
 
 /// Starts the driver of a new endpoint.
@@ -56,12 +73,15 @@ async fn drive(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>) {
     loop {
         let started = tokio::time::Instant::now();
         match open(&endpoint, &config).await {
-            Ok((send, connection)) => {
-                let conn = H2Conn::new(send);
-                endpoint.conns.add(conn.clone());
+            Ok(Opened {
+                send,
+                connection,
+                pings,
+            }) => {
+                let conn = endpoint.conns.add(send);
                 endpoint.set_state(ConnState::Ready, None);
                 tracing::debug!(endpoint = %endpoint.addr, service = %endpoint.service(), "connected");
-                let mut running = Box::pin(run(connection, config.clone()));
+                let mut running = Box::pin(run(connection, pings, config.clone()));
                 let closed = tokio::select! {
                     r = &mut running => r,
                     () = extra_connections(&endpoint, &config) => Ok(()),
@@ -88,9 +108,16 @@ async fn drive(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>) {
                 }
             }
             Err(e) => {
-                endpoint.record_connect_failure();
                 tracing::debug!(endpoint = %endpoint.addr, service = %endpoint.service(), "{e}");
-                endpoint.set_state(ConnState::Down, Some(e.to_string()));
+                if e.is_unreachable() {
+                    endpoint.record_connect_failure();
+                    endpoint.set_state(ConnState::Down, Some(e.to_string()));
+                } else {
+                    // Reachable, so HTTP/1.1 requests may still use it;
+                    // HTTP/2 is retried rarely.
+                    endpoint.set_state(ConnState::NoHttp2, Some(e.to_string()));
+                    attempt = attempt.max(NO_HTTP2_ATTEMPTS);
+                }
             }
         }
         attempt = attempt.saturating_add(1);
@@ -108,35 +135,66 @@ pub fn backoff(attempt: u32) -> Duration {
 
 type Connection = h2::client::Connection<TcpStream, Bytes>;
 
-async fn open(
-    endpoint: &Endpoint,
-    config: &ProxyConfig,
-) -> Result<(h2::client::SendRequest<Bytes>, Connection), ConnectError> {
+/// An open connection whose peer has answered: its SETTINGS (stream limit,
+/// windows) are known before the first request is sent on it.
+struct Opened {
+    send: h2::client::SendRequest<Bytes>,
+    connection: Connection,
+    pings: Option<h2::PingPong>,
+}
+
+async fn open(endpoint: &Endpoint, config: &ProxyConfig) -> Result<Opened, ConnectError> {
     let addr = endpoint.addr;
-    let tcp = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+    let timeout = config.connect_timeout;
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| ConnectError::Timeout {
-            addr,
-            timeout: config.connect_timeout,
-        })?
+        .map_err(|_| ConnectError::Timeout { addr, timeout })?
         .map_err(|source| ConnectError::Io { addr, source })?;
     let _ = tcp.set_nodelay(true);
-    h2::client::Builder::new()
+    let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(config.max_header_bytes.saturating_mul(4))
         .enable_push(false)
         .handshake(tcp)
         .await
-        .map_err(|source| ConnectError::Handshake { addr, source })
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    let mut pings = connection.ping_pong();
+    if let Some(pings) = pings.as_mut() {
+        // A server sends its SETTINGS before anything else, so once our
+        // PING is answered they have been applied.
+        pings
+            .send_ping(h2::Ping::opaque())
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        let answered = async {
+            tokio::select! {
+                r = &mut connection => Err(match r {
+                    Ok(()) => ConnectError::Closed { addr },
+                    Err(source) => ConnectError::Handshake { addr, source },
+                }),
+                r = std::future::poll_fn(|cx| pings.poll_pong(cx)) => {
+                    r.map(drop).map_err(|source| ConnectError::Handshake { addr, source })
+                }
+            }
+        };
+        tokio::time::timeout(timeout, answered)
+            .await
+            .map_err(|_| ConnectError::NoAnswer { addr, timeout })??;
+    }
+    Ok(Opened {
+        send,
+        connection,
+        pings,
+    })
 }
 
 /// Drives a connection until it closes, pinging it when keepalive is on.
-async fn run(mut connection: Connection, config: Arc<ProxyConfig>) -> Result<(), String> {
-    let Some(interval) = config.keepalive_interval else {
-        return connection.await.map_err(|e| e.to_string());
-    };
-    let Some(mut pings) = connection.ping_pong() else {
+async fn run(
+    mut connection: Connection,
+    pings: Option<h2::PingPong>,
+    config: Arc<ProxyConfig>,
+) -> Result<(), String> {
+    let (Some(interval), Some(mut pings)) = (config.keepalive_interval, pings) else {
         return connection.await.map_err(|e| e.to_string());
     };
     let timeout = config.keepalive_timeout;
@@ -169,16 +227,20 @@ async fn extra_connections(endpoint: &Arc<Endpoint>, config: &Arc<ProxyConfig>) 
         if endpoint.conns.len() >= MAX_CONNECTIONS || endpoint.is_removed() {
             continue;
         }
-        let Ok((send, connection)) = open(endpoint, config).await else {
+        let Ok(Opened {
+            send,
+            connection,
+            pings,
+        }) = open(endpoint, config).await
+        else {
             continue;
         };
-        let conn = H2Conn::new(send);
-        endpoint.conns.add(conn.clone());
+        let conn = endpoint.conns.add(send);
         tracing::debug!(endpoint = %endpoint.addr, connections = endpoint.conns.len(), "opened an extra connection: stream limit reached");
         let endpoint = endpoint.clone();
         let config = config.clone();
         tokio::spawn(async move {
-            let _ = run(connection, config).await;
+            let _ = run(connection, pings, config).await;
             endpoint.conns.remove(&conn);
         });
     }

@@ -27,7 +27,11 @@ use std::sync::{Arc, Mutex};
 pub enum ConnState {
     Connecting = 0,
     Ready = 1,
+    /// Connections are refused or time out.
     Down = 2,
+    /// Connections open but HTTP/2 fails on them: the endpoint can serve
+    /// HTTP/1.1 requests only.
+    NoHttp2 = 3,
 }
 
 impl ConnState {
@@ -36,6 +40,7 @@ impl ConnState {
             ConnState::Connecting => "connecting",
             ConnState::Ready => "ready",
             ConnState::Down => "down",
+            ConnState::NoHttp2 => "no-http2",
         }
     }
 }
@@ -136,6 +141,7 @@ impl Endpoint {
         match self.state.load(Relaxed) {
             1 => ConnState::Ready,
             2 => ConnState::Down,
+            3 => ConnState::NoHttp2,
             _ => ConnState::Connecting,
         }
     }

@@ -56,16 +56,17 @@ async fn next_chunk(
     rx: &mut RecvStream,
     tx: &mut SendStream<Bytes>,
 ) -> Result<Option<Bytes>, PumpError> {
-    let first = poll_fn(|cx| {
-        if let Poll::Ready(r) = tx.poll_reset(cx) {
-            return Poll::Ready(Err(PumpError::Send(r.map_or_else(|e| e, h2::Error::from))));
-        }
-        match rx.poll_data(cx) {
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Ok(Some(chunk))),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(PumpError::Recv(e))),
-            Poll::Ready(None) => Poll::Ready(Ok(None)),
+    let first = poll_fn(|cx| match rx.poll_data(cx) {
+        Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Ok(Some(chunk))),
+        Poll::Ready(Some(Err(e))) => Poll::Ready(Err(PumpError::Recv(e))),
+        Poll::Ready(None) => Poll::Ready(Ok(None)),
+        // Only while waiting does the other side's reset need watching.
+        Poll::Pending => match tx.poll_reset(cx) {
+            Poll::Ready(r) => {
+                Poll::Ready(Err(PumpError::Send(r.map_or_else(|e| e, h2::Error::from))))
+            }
             Poll::Pending => Poll::Pending,
-        }
+        },
     })
     .await;
     let Some(first) = first? else {

@@ -4,8 +4,13 @@
 //! (HTTP 200, `grpc-status`, `grpc-message`, END_STREAM on the headers) so
 //! every gRPC client reports it as a status, with the message intact.
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use std::time::Duration;
+
+/// Header names looked up on every call, parsed once.
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 pub const UNAVAILABLE: u16 = 14;
 pub const DEADLINE_EXCEEDED: u16 = 4;
@@ -39,7 +44,7 @@ pub fn parse_timeout(value: &HeaderValue) -> Option<Duration> {
 /// The `grpc-status` of trailers (or of trailers-only headers).
 pub fn status_of(headers: &HeaderMap) -> Option<u16> {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         .and_then(|s| s.trim().parse().ok())
 }
@@ -59,9 +64,9 @@ pub fn encode_message(msg: &str) -> String {
 }
 
 fn set_status(headers: &mut HeaderMap, code: u16, message: &str) {
-    headers.insert("grpc-status", HeaderValue::from(code));
+    headers.insert(GRPC_STATUS.clone(), HeaderValue::from(code));
     if let Ok(v) = HeaderValue::from_str(&encode_message(message)) {
-        headers.insert("grpc-message", v);
+        headers.insert(GRPC_MESSAGE.clone(), v);
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn serve(
     };
     let timeout = if grpc {
         req.headers()
-            .get("grpc-timeout")
+            .get(&grpc::GRPC_TIMEOUT)
             .and_then(grpc::parse_timeout)
     } else {
         None
@@ -177,10 +177,16 @@ async fn exchange(
     let wait = pool.shared.config.connect_timeout;
     let mut failed: Option<Arc<Endpoint>> = None;
     loop {
-        let ep = pool
-            .pick(failed.as_deref(), wait)
-            .await
-            .map_err(|e| Failure::Proxy(e.into()))?;
+        let ep = match (pool.pick(failed.as_deref(), wait).await, &failed) {
+            (Ok(ep), _) => ep,
+            // Only the endpoint that refused is left: a fresh stream there
+            // is as safe as anywhere (its refusal proved nothing ran).
+            (Err(_), Some(_)) => pool
+                .pick(None, wait)
+                .await
+                .map_err(|e| Failure::Proxy(e.into()))?,
+            (Err(e), None) => return Err(Failure::Proxy(e.into())),
+        };
         let why = match attempt(pool, &ep, &head, &mut body, down).await {
             Attempt::Done(done) => {
                 ep.count_status(done.grpc_status, done.http_status);
@@ -246,7 +252,8 @@ async fn attempt(
     body: &mut RequestBody,
     down: &mut Downstream,
 ) -> Attempt {
-    let Some((send, slot)) = ep.conns.acquire() else {
+    let wait = pool.shared.config.connect_timeout;
+    let Some((send, slot)) = ep.conns.acquire(wait).await else {
         return Attempt::NotSent("its connection is closing".into());
     };
     let in_flight = ep.start_request();
@@ -278,7 +285,6 @@ async fn attempt(
     let response = loop {
         tokio::select! {
             biased;
-            _ = poll_fn(|cx| respond.poll_reset(cx)) => return Attempt::Failed(Failure::ClientGone),
             r = &mut response => break r,
             r = &mut pump, if !body_done => {
                 body_done = true;
@@ -286,6 +292,7 @@ async fn attempt(
                     return Attempt::Failed(Failure::ClientGone);
                 }
             }
+            _ = poll_fn(|cx| respond.poll_reset(cx)) => return Attempt::Failed(Failure::ClientGone),
         }
     };
     let response = match response {

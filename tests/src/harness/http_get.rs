@@ -1,5 +1,6 @@
 //! A plain HTTP/1.1 GET, for the proxy's admin server (`/ready`,
-//! `/endpoints`, `/metrics`).
+//! `/endpoints`, `/metrics`), and the same over TLS ([`get_https`]) for the
+//! injector's `/metrics`.
 //!
 //! One request per connection with hyper's client, bounded in time; enough
 //! for probing and reading small documents.
@@ -9,9 +10,14 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// Bound on a whole GET, from connecting to the end of the body.
 pub const GET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,11 +29,55 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, String)> {
         .with_context(|| format!("GET http://{addr}{path}: no answer within {GET_TIMEOUT:?}"))?
 }
 
+/// GETs `path` from `addr` over TLS, verifying the server's certificate for
+/// `server_name` against `ca_pem` only.
+pub async fn get_https(
+    addr: SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    path: &str,
+) -> Result<(StatusCode, String)> {
+    let url = format!("https://{addr}{path}");
+    let exchange = async {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.context("reading the CA PEM")?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = ServerName::try_from(server_name.to_owned())?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("GET {url}: connecting"))?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("GET {url}: TLS handshake"))?;
+        get_on(tls, &url, addr, path).await
+    };
+    tokio::time::timeout(GET_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("GET {url}: no answer within {GET_TIMEOUT:?}"))?
+}
+
 async fn get_unbounded(addr: SocketAddr, path: &str) -> Result<(StatusCode, String)> {
     let url = format!("http://{addr}{path}");
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("GET {url}: connecting"))?;
+    get_on(stream, &url, addr, path).await
+}
+
+async fn get_on(
+    stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    url: &str,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(StatusCode, String)> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .with_context(|| format!("GET {url}: handshake"))?;

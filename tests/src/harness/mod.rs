@@ -19,6 +19,8 @@
 //! - [`metrics`]: the proxy's `/metrics`, parsed and queried by labels.
 //! - [`Http1Conn`], [`Http1Backend`]: HTTP/1.1 byte for byte (malformed
 //!   framing included) and a backend that echoes what reached it.
+//! - [`Injector`]: a `sidelb-injector` process serving a given certificate.
+//! - [`Kubectl`]: the real `kubectl` against a kubeconfig, in its own scratch dir.
 //! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
 //! - [`Process`]: the guard under all of these: killed on drop, logs kept and
 //!   printed when a test fails.
@@ -68,6 +70,8 @@ pub mod client;
 pub mod endpoints_file;
 pub mod http1;
 pub mod http_get;
+pub mod injector;
+pub mod kubectl;
 pub mod load;
 pub mod metrics;
 pub mod open_call;
@@ -88,6 +92,8 @@ pub use binary::binary_path;
 pub use client::Echo;
 pub use endpoints_file::{EndpointsFile, ServiceEndpoints};
 pub use http1::{Http1Backend, Http1Conn, Http1Echo, Http1Response};
+pub use injector::Injector;
+pub use kubectl::{Kubectl, kubectl_present};
 pub use load::{Load, LoadLimits};
 pub use open_call::OpenCall;
 pub use process::Process;

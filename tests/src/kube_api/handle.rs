@@ -395,8 +395,7 @@ impl FakeApiServer {
     /// Drops every watch and forgets the event history: a watch from any earlier
     /// resourceVersion then gets `410 Expired`. Objects are kept.
     pub fn restart_with_compaction(&self) {
-        self.shared.store.drop_watches();
-        self.shared.store.compact();
+        self.shared.store.compact_and_drop_watches();
     }
 
     /// Answer every request with 500 (`Fail`), hold them (`Hang`), or serve (`Normal`).

@@ -309,13 +309,12 @@ async fn run_watch(
     tx: mpsc::Sender<Bytes>,
 ) {
     let _open = shared.stats.watch_opened(plan.resource.plural);
-    let mut drops = shared.store.watch_drops();
-    drops.borrow_and_update();
     let Subscription {
         replay,
         initial,
         resource_version,
         mut live,
+        mut drops,
     } = subscription;
     let deadline = tokio::time::sleep(plan.timeout);
     tokio::pin!(deadline);
@@ -350,6 +349,9 @@ async fn run_watch(
     watcher.resource_version = watcher.resource_version.max(resource_version);
     loop {
         tokio::select! {
+            // A drop wins over events that arrived after it.
+            biased;
+            _ = drops.changed() => return,
             received = live.recv() => match received {
                 Ok(event) => {
                     if !watcher.deliver(&event).await {
@@ -359,7 +361,9 @@ async fn run_watch(
                 Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = ticker.tick(), if watcher.plan.bookmarks => {
-                let current = shared.store.resource_version();
+                let Some(current) = shared.store.resource_version_for(&drops) else {
+                    return;
+                };
                 while let Ok(event) = live.try_recv() {
                     if !watcher.deliver(&event).await {
                         return;
@@ -371,7 +375,6 @@ async fn run_watch(
                 }
             }
             _ = &mut deadline => return,
-            _ = drops.changed() => return,
             _ = watcher.tx.closed() => return,
         }
     }

@@ -78,6 +78,8 @@ pub struct Subscription {
     pub initial: Vec<Value>,
     pub resource_version: u64,
     pub live: broadcast::Receiver<Arc<Event>>,
+    /// Taken with the subscription, so a drop after it is never missed.
+    pub drops: watch::Receiver<u64>,
 }
 
 struct Inner {
@@ -276,6 +278,8 @@ impl Store {
     ) -> Result<Subscription, ApiError> {
         let inner = self.lock();
         let live = self.live.subscribe();
+        let mut drops = self.drops.subscribe();
+        drops.borrow_and_update();
         let current = inner.resource_version;
         let Some(since) = since else {
             return Ok(Subscription {
@@ -283,6 +287,7 @@ impl Store {
                 initial: Self::select(&inner, resource, namespace),
                 resource_version: current,
                 live,
+                drops,
             });
         };
         if since > current {
@@ -305,6 +310,7 @@ impl Store {
             initial: Vec::new(),
             resource_version: current,
             live,
+            drops,
         })
     }
 
@@ -323,13 +329,27 @@ impl Store {
         inner.compacted = inner.resource_version;
     }
 
+    /// Compacts and ends every open watch in one step, as a restart does: no
+    /// watch can open, or hear a bookmark, between the two.
+    pub fn compact_and_drop_watches(&self) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.resource_version += 1;
+        inner.compacted = inner.resource_version;
+        self.drops.send_modify(|generation| *generation += 1);
+        drop(inner);
+    }
+
+    /// The current resourceVersion for a bookmark, unless this watch has
+    /// been dropped meanwhile.
+    pub fn resource_version_for(&self, drops: &watch::Receiver<u64>) -> Option<u64> {
+        let inner = self.lock();
+        (!drops.has_changed().unwrap_or(true)).then_some(inner.resource_version)
+    }
+
     /// Ends every open watch (they watch this channel).
     pub fn drop_watches(&self) {
         self.drops.send_modify(|generation| *generation += 1);
-    }
-
-    pub fn watch_drops(&self) -> watch::Receiver<u64> {
-        self.drops.subscribe()
     }
 
     /// A bookmark object for `resource` at the current resourceVersion.

@@ -56,6 +56,19 @@ impl TestCa {
         &self,
         names: &[&str],
     ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+        let (cert, key) = self.sign(names)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok((cert.der().clone(), key))
+    }
+
+    /// The same as [`TestCa::issue`], as PEM text (certificate, PKCS#8 key):
+    /// the files a server such as `sidelb-injector` reads.
+    pub fn issue_pem(&self, names: &[&str]) -> Result<(String, String), TlsError> {
+        let (cert, key) = self.sign(names)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    fn sign(&self, names: &[&str]) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
         let key = KeyPair::generate()?;
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone())?;
@@ -66,8 +79,7 @@ impl TestCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = params.signed_by(&key, &self.issuer)?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Ok((cert.der().clone(), key))
+        Ok((cert, key))
     }
 
     /// A rustls server config for `names`, offering `h2` and `http/1.1`.

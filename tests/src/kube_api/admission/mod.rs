@@ -4,8 +4,10 @@
 //! matching webhook of every MutatingWebhookConfiguration, ordered by configuration
 //! name. Each gets an `admission.k8s.io/v1` AdmissionReview over HTTPS and may answer
 //! with a base64 JSONPatch. If a webhook changes the object, the chain runs once more:
-//! the built-in plugins, then the earlier webhooks that asked for
-//! `reinvocationPolicy: IfNeeded`. `failurePolicy: Ignore` skips a webhook that cannot
+//! the built-in plugins, then the webhooks that asked for `reinvocationPolicy:
+//! IfNeeded` and were called before a later change: a later webhook's patch, or the
+//! built-in plugins' second run (the ServiceAccount plugin mounting its token into a
+//! container a webhook added). `failurePolicy: Ignore` skips a webhook that cannot
 //! be called; `Fail` turns that into the real 500 `failed calling webhook` error.
 //! A webhook that denies is never ignored.
 
@@ -116,18 +118,29 @@ pub async fn mutate(
     let mut to_reinvoke: HashSet<String> = HashSet::new();
     let mut changed_by_webhook = false;
     for hook in &hooks {
-        let changed =
-            call_if_matching(shared, attributes, hook, &mut object, &mut warnings).await?;
+        let Some(changed) =
+            call_if_matching(shared, attributes, hook, &mut object, &mut warnings).await?
+        else {
+            continue;
+        };
         if changed {
             changed_by_webhook = true;
             to_reinvoke.extend(reinvocable.iter().cloned());
         }
+        // Only webhooks that were called (even if the call failed and was ignored)
+        // are "previously invoked", as in kube-apiserver's dispatcher.
         if hook.spec.get("reinvocationPolicy").and_then(Value::as_str) == Some("IfNeeded") {
             reinvocable.insert(hook.id.clone());
         }
     }
     if changed_by_webhook {
+        let last_webhook_output = object.clone();
         builtin_plugins(shared, attributes, &mut object);
+        if object != last_webhook_output {
+            // The built-in plugins changed what the webhooks last saw: kube-apiserver
+            // then reinvokes every IfNeeded webhook called so far.
+            to_reinvoke.extend(reinvocable.iter().cloned());
+        }
         for hook in hooks.iter().filter(|h| to_reinvoke.contains(&h.id)) {
             call_if_matching(shared, attributes, hook, &mut object, &mut warnings).await?;
         }
@@ -135,16 +148,17 @@ pub async fn mutate(
     Ok(Admitted { object, warnings })
 }
 
-/// Calls `hook` if it applies; returns whether its patch changed the object.
+/// Calls `hook` if it applies: `None` if it does not, else whether its patch
+/// changed the object.
 async fn call_if_matching(
     shared: &Shared,
     attributes: &Attributes<'_>,
     hook: &Webhook,
     object: &mut Value,
     warnings: &mut Vec<String>,
-) -> Result<bool, ApiError> {
+) -> Result<Option<bool>, ApiError> {
     if !rules::rules_match(&hook.spec, attributes) {
-        return Ok(false);
+        return Ok(None);
     }
     let namespace_labels = if attributes.resource.plural == "namespaces" {
         object.get("metadata").map(|m| json!({ "metadata": m }))
@@ -155,7 +169,7 @@ async fn call_if_matching(
     };
     match rules::selectors_match(&hook.spec, attributes, object, namespace_labels.as_ref()) {
         Ok(true) => {}
-        Ok(false) => return Ok(false),
+        Ok(false) => return Ok(None),
         Err(why) => {
             return Err(ApiError::internal(format!(
                 "failed calling webhook \"{}\": {why}",
@@ -174,6 +188,19 @@ async fn call_if_matching(
             hook.name
         )));
     }
+    call_matching(shared, attributes, hook, object, warnings)
+        .await
+        .map(Some)
+}
+
+/// Calls `hook`, which applies; returns whether its patch changed the object.
+async fn call_matching(
+    shared: &Shared,
+    attributes: &Attributes<'_>,
+    hook: &Webhook,
+    object: &mut Value,
+    warnings: &mut Vec<String>,
+) -> Result<bool, ApiError> {
     let ignore_failures = hook.spec.get("failurePolicy").and_then(Value::as_str) == Some("Ignore");
     match call(shared, attributes, hook, object).await {
         Ok(outcome) => {
