@@ -50,7 +50,10 @@ pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain)
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
                     let pool = cx.route_h2(&req);
-                    tokio::spawn(crate::forward::h2::serve(pool, req, respond));
+                    // Boxed: the task cell then holds a pointer, not the
+                    // request's whole state, which tokio copies as the task
+                    // moves between its stages.
+                    tokio::spawn(Box::pin(crate::forward::h2::serve(pool, req, respond)));
                 }
                 Some(Err(e)) => {
                     // A GOAWAY of the app's is a normal end; one of ours
