@@ -158,25 +158,8 @@ class Haproxy:
         self.port = free_port()
         self.socket = work / "haproxy.sock"
         self.servers = {a: f"b{i + 1}" for i, a in enumerate(addrs)}
-        servers = "\n".join(f"  server {name} {a} proto h2" for a, name in self.servers.items())
         conf = work / "haproxy.cfg"
-        conf.write_text(f"""
-global
-  nbthread 1
-  maxconn 4000
-  stats socket {self.socket} mode 600 level admin
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend grpc
-  bind 127.0.0.1:{self.port} proto h2
-  default_backend backends
-backend backends
-  balance roundrobin
-{servers}
-""")
+        conf.write_text(run.haproxy_conf(self.port, {name: a for a, name in self.servers.items()}, self.socket))
         self.process = subprocess.Popen(pinned(PROXY_CORE, ["haproxy", "-db", "-f", str(conf)]),
                                         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         wait_port(self.port)
@@ -221,29 +204,7 @@ class Nginx:
         wait_port(self.port)
 
     def write(self):
-        servers = "\n".join(f"    server {a};" for a in self.addrs)
-        work = self.work
-        self.conf.write_text(f"""
-worker_processes 1;
-error_log {work}/nginx-error.log warn;
-pid {work}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000000;
-  http2_max_concurrent_streams 1024;
-  client_body_temp_path {work}/nginx-body;
-  upstream backends {{
-{servers}
-    keepalive 256;
-    keepalive_requests 1000000000;
-  }}
-  server {{
-    listen 127.0.0.1:{self.port} http2;
-    location / {{ grpc_pass grpc://backends; }}
-  }}
-}}
-""")
+        self.conf.write_text(run.nginx_conf(self.work, self.port, self.addrs))
 
     def replace(self, old, new):
         self.addrs[self.addrs.index(old.addr)] = new.addr

@@ -138,14 +138,10 @@ class Direct(Target):
         return []
 
 
-class Nginx(Target):
-    name = "nginx grpc_pass"
-
-    def __init__(self, backends, work):
-        self.port = free_port()
-        servers = "\n".join(f"    server {a};" for a in backends.addrs)
-        conf = work / "nginx.conf"
-        conf.write_text(f"""
+def nginx_conf(work, port, addrs):
+    """nginx, one worker, round robin over keep-alive HTTP/2 connections."""
+    servers = "\n".join(f"    server {a};" for a in addrs)
+    return f"""
 worker_processes 1;
 error_log {work}/nginx-error.log warn;
 pid {work}/nginx.pid;
@@ -161,11 +157,42 @@ http {{
     keepalive_requests 1000000000;
   }}
   server {{
-    listen 127.0.0.1:{self.port} http2;
+    listen 127.0.0.1:{port} http2;
     location / {{ grpc_pass grpc://backends; }}
   }}
 }}
-""")
+"""
+
+
+def haproxy_conf(port, servers, admin_socket=None):
+    """HAProxy, one thread, round robin over `servers` (name → address) with proto h2."""
+    lines = "\n".join(f"  server {name} {a} proto h2" for name, a in servers.items())
+    stats = f"\n  stats socket {admin_socket} mode 600 level admin" if admin_socket else ""
+    return f"""
+global
+  nbthread 1
+  maxconn 4000{stats}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend grpc
+  bind 127.0.0.1:{port} proto h2
+  default_backend backends
+backend backends
+  balance roundrobin
+{lines}
+"""
+
+
+class Nginx(Target):
+    name = "nginx grpc_pass"
+
+    def __init__(self, backends, work):
+        self.port = free_port()
+        conf = work / "nginx.conf"
+        conf.write_text(nginx_conf(work, self.port, backends.addrs))
         self.process = subprocess.Popen(pinned(PROXY_CORE, ["nginx", "-c", str(conf), "-p", str(work), "-g", "daemon off;"]),
                                         stderr=subprocess.DEVNULL)
         wait_port(self.port)
@@ -179,24 +206,8 @@ class Haproxy(Target):
 
     def __init__(self, backends, work):
         self.port = free_port()
-        servers = "\n".join(f"  server b{i + 1} {a} proto h2" for i, a in enumerate(backends.addrs))
         conf = work / "haproxy.cfg"
-        conf.write_text(f"""
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend grpc
-  bind 127.0.0.1:{self.port} proto h2
-  default_backend backends
-backend backends
-  balance roundrobin
-{servers}
-""")
+        conf.write_text(haproxy_conf(self.port, {f"b{i + 1}": a for i, a in enumerate(backends.addrs)}))
         self.process = subprocess.Popen(pinned(PROXY_CORE, ["haproxy", "-db", "-f", str(conf)]),
                                         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         wait_port(self.port)
