@@ -42,13 +42,14 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import run  # noqa: E402
-from run import LOAD_CORE, OUT, PROXY_CORE, ROOT, cpu_model, free_port, pinned, wait_port  # noqa: E402
+from run import (LOAD_CORE, OUT, PROXY_CORE, ROOT, admin_get, cpu_model, free_port, pinned,  # noqa: E402
+                 start_sidelb, wait_port, write_endpoints)
 
 BIN = run.BIN
 
 BEGIN = "<!-- rollout:begin -->"
 END = "<!-- rollout:end -->"
-AUTHORITY = "bench.default:50051"
+AUTHORITY = run.SIDELB_AUTHORITY
 BACKENDS = 3
 
 
@@ -100,45 +101,15 @@ class Sidelb:
         self.admin = free_port()
         self.file = work / "endpoints.yaml"
         self.addrs = list(addrs)
-        self.write()
-        env = dict(os.environ,
-                   SIDELB_DISCOVERY=f"file:{self.file}",
-                   SIDELB_UPSTREAMS=f"{AUTHORITY}={self.port}",
-                   SIDELB_OUTBOUND_ADDR=f"127.0.0.1:{free_port()}",
-                   SIDELB_ADMIN_ADDR=f"127.0.0.1:{self.admin}",
-                   SIDELB_WORKERS="1",
-                   SIDELB_LOG="warn")
-        self.process = subprocess.Popen(pinned(PROXY_CORE, [str(BIN / "sidelb-proxy")]), env=env,
-                                        stderr=open(work / "sidelb.log", "w"))
-        wait_port(self.port)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if self.get("/ready").startswith("ready"):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("sidelb-proxy did not become ready")
+        write_endpoints(self.file, self.addrs)
+        self.process = start_sidelb(work, self.file, self.port, self.admin)
 
     def get(self, path):
-        try:
-            with socket.create_connection(("127.0.0.1", self.admin), timeout=2) as s:
-                s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".encode())
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-            return data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def write(self):
-        listed = ", ".join(f'"{a}"' for a in self.addrs)
-        temporary = self.file.with_suffix(".tmp")
-        temporary.write_text(f"services:\n  - name: bench\n    namespace: default\n    port: 50051\n"
-                             f"    endpoints: [{listed}]\n")
-        temporary.rename(self.file)
+        return admin_get(self.admin, path)
 
     def replace(self, old, new):
         self.addrs[self.addrs.index(old.addr)] = new.addr
-        self.write()
+        write_endpoints(self.file, self.addrs)
 
     def notes(self):
         metrics = self.get("/metrics")

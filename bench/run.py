@@ -213,34 +213,62 @@ class Haproxy(Target):
         wait_port(self.port)
 
 
+SIDELB_AUTHORITY = "bench.default:50051"
+
+
+def write_endpoints(path, addrs):
+    """sidelb's endpoints file for the bench Service, replaced atomically."""
+    listed = ", ".join(f'"{a}"' for a in addrs)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(f"services:\n  - name: bench\n    namespace: default\n    port: 50051\n"
+                         f"    endpoints: [{listed}]\n")
+    temporary.rename(path)
+
+
+def admin_get(port, path):
+    """The body of GET `path` on sidelb's admin server, "" if it does not answer."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def start_sidelb(work, endpoints, port, admin, balancer="p2c-ewma"):
+    """sidelb-proxy on core PROXY_CORE, one worker, file discovery, serving the bench
+    Service on `port`; returns its process once /ready says so."""
+    env = dict(os.environ,
+               SIDELB_DISCOVERY=f"file:{endpoints}",
+               SIDELB_UPSTREAMS=f"{SIDELB_AUTHORITY}={port}",
+               SIDELB_OUTBOUND_ADDR=f"127.0.0.1:{free_port()}",
+               SIDELB_ADMIN_ADDR=f"127.0.0.1:{admin}",
+               SIDELB_BALANCER=balancer,
+               SIDELB_WORKERS="1",
+               SIDELB_LOG="warn")
+    process = subprocess.Popen(pinned(PROXY_CORE, [str(BIN / "sidelb-proxy")]), env=env,
+                               stderr=open(work / "sidelb.log", "w"))
+    wait_port(port)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if admin_get(admin, "/ready").startswith("ready"):
+            return process
+        time.sleep(0.05)
+    raise RuntimeError("sidelb-proxy did not become ready")
+
+
 class Sidelb(Target):
     name = "sidelb p2c-ewma"
 
     def __init__(self, backends, work, balancer="p2c-ewma"):
         self.name = f"sidelb {balancer}"
         self.port = free_port()
-        admin = free_port()
         endpoints = work / "endpoints.yaml"
-        endpoints.write_text("services:\n  - name: bench\n    namespace: default\n    port: 50051\n    endpoints: ["
-                             + ", ".join(f'"{a}"' for a in backends.addrs) + "]\n")
-        env = dict(os.environ,
-                   SIDELB_DISCOVERY=f"file:{endpoints}",
-                   SIDELB_UPSTREAMS=f"bench.default:50051={self.port}",
-                   SIDELB_OUTBOUND_ADDR=f"127.0.0.1:{free_port()}",
-                   SIDELB_ADMIN_ADDR=f"127.0.0.1:{admin}",
-                   SIDELB_BALANCER=balancer,
-                   SIDELB_WORKERS="1",
-                   SIDELB_LOG="warn")
-        self.process = subprocess.Popen(pinned(PROXY_CORE, [str(BIN / "sidelb-proxy")]), env=env,
-                                        stderr=open(work / "sidelb.log", "w"))
-        wait_port(self.port)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{admin}/ready"], capture_output=True, text=True)
-            if out.stdout.startswith("ready"):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("sidelb-proxy did not become ready")
+        write_endpoints(endpoints, backends.addrs)
+        self.process = start_sidelb(work, endpoints, self.port, free_port(), balancer)
 
 
 def h2load(port, path, body, *, clients, streams, duration=None, requests=None, rps=None, log=None):
