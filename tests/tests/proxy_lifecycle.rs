@@ -114,16 +114,7 @@ async fn during_the_shutdown_grace_new_calls_are_served() {
     )
     .await
     .expect("setup");
-    setup.proxy.terminate().expect("SIGTERM");
-    wait_until("the proxy to start its grace", WAIT, || async {
-        setup
-            .proxy
-            .logs()
-            .contains("SIDELB_SHUTDOWN_GRACE")
-            .then_some(())
-    })
-    .await
-    .expect("in its grace");
+    terminate_into_grace(&setup).await;
 
     // A new connection, and calls on it, balanced as before.
     let client = setup.client().await.expect("new connections are accepted");
@@ -161,16 +152,7 @@ async fn a_classic_sidecar_serves_through_its_grace_then_drains() {
         .await
         .expect("a call before SIGTERM");
 
-    setup.proxy.terminate().expect("SIGTERM");
-    wait_until("the proxy to start its grace", WAIT, || async {
-        setup
-            .proxy
-            .logs()
-            .contains("SIDELB_SHUTDOWN_GRACE")
-            .then_some(())
-    })
-    .await
-    .expect("in its grace");
+    terminate_into_grace(&setup).await;
     let late = setup
         .client()
         .await
@@ -199,4 +181,18 @@ async fn a_classic_sidecar_serves_through_its_grace_then_drains() {
     during.finish().await.expect("ends cleanly");
     let status = setup.proxy.wait_exit().await.expect("exits");
     assert_eq!(status.code(), Some(0), "{status}");
+}
+
+/// Sends SIGTERM and waits until the proxy says it is in its shutdown grace.
+async fn terminate_into_grace(setup: &EchoSetup) {
+    setup.proxy.terminate().expect("SIGTERM");
+    wait_until("the proxy to start its grace", WAIT, || async {
+        setup
+            .proxy
+            .logs()
+            .contains("SIDELB_SHUTDOWN_GRACE")
+            .then_some(())
+    })
+    .await
+    .expect("in its grace");
 }
