@@ -28,6 +28,11 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// tests that drain set `SIDELB_DRAIN_TIMEOUT` lower).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 
+/// Starts of a proxy whose port was taken meanwhile, before the test fails.
+const PORT_ATTEMPTS: usize = 3;
+/// What the proxy's error says when a listener's port is taken (the OS's words).
+const PORT_TAKEN: &str = "Address already in use";
+
 /// Variables of the test's environment never passed on to the proxy.
 const SCRUBBED_PREFIXES: &[&str] = &["SIDELB_", "KUBECONFIG", "POD_", "KUBERNETES_SERVICE_"];
 
@@ -75,7 +80,23 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts the proxy and waits, at most [`READY_TIMEOUT`], until it is ready.
+    ///
+    /// A port found free can be taken by another test before the proxy binds
+    /// it ([`super::ports`]); a proxy that exits because of that is started
+    /// again on fresh ports, up to [`PORT_ATTEMPTS`] times.
     pub async fn spawn(options: ProxyOptions) -> Result<Proxy> {
+        let mut attempt = 1;
+        loop {
+            match Self::spawn_once(options.clone()).await {
+                Err(e) if attempt < PORT_ATTEMPTS && format!("{e:#}").contains(PORT_TAKEN) => {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn spawn_once(options: ProxyOptions) -> Result<Proxy> {
         let Prepared {
             command,
             env,
