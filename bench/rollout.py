@@ -312,6 +312,7 @@ def section(rows, args, started):
         f"first step ({args.before} s of load), *during* from the first step until the last old backend exited.",
         "- HAProxy and nginx run with bench/run.py's configuration (no health checks, their default retries: "
         "connection failures only); HAProxy also has its admin socket.",
+        f"- sidelb: {run.sidelb_build()}.",
     ] + notes + [END]
     return "\n".join(lines) + "\n"
 

@@ -31,6 +31,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release"
+PGO_BIN = ROOT / "target" / "pgo" / "release"
 OUT = ROOT / "bench" / "out"
 PROXY_CORE = "0"
 LOAD_CORE = "1"
@@ -238,6 +239,23 @@ def admin_get(port, path):
         return ""
 
 
+def sidelb_binary():
+    """The profile-guided build (`make pgo`) unless the plain one is newer."""
+    plain, pgo = BIN / "sidelb-proxy", PGO_BIN / "sidelb-proxy"
+    if pgo.exists() and (not plain.exists() or pgo.stat().st_mtime >= plain.stat().st_mtime):
+        return pgo
+    return plain
+
+
+def sidelb_build():
+    """How the benchmarked sidelb-proxy was built, in words for RESULTS.md."""
+    binary = sidelb_binary()
+    if binary.parent != PGO_BIN:
+        return f"`{binary.relative_to(ROOT)}`, a plain release build (`make pgo` builds the profile-guided one)"
+    how = binary.with_name("sidelb-proxy.build")
+    return f"`{binary.relative_to(ROOT)}`, " + (how.read_text().strip() if how.exists() else "bench/pgo.sh")
+
+
 def start_sidelb(work, endpoints, port, admin, balancer="p2c-ewma"):
     """sidelb-proxy on core PROXY_CORE, one worker, file discovery, serving the bench
     Service on `port`; returns its process once /ready says so."""
@@ -249,7 +267,7 @@ def start_sidelb(work, endpoints, port, admin, balancer="p2c-ewma"):
                SIDELB_BALANCER=balancer,
                SIDELB_WORKERS="1",
                SIDELB_LOG="warn")
-    process = subprocess.Popen(pinned(PROXY_CORE, [str(BIN / "sidelb-proxy")]), env=env,
+    process = subprocess.Popen(pinned(PROXY_CORE, [str(sidelb_binary())]), env=env,
                                stderr=open(work / "sidelb.log", "w"))
     wait_port(port)
     deadline = time.time() + 10
@@ -410,6 +428,7 @@ def write_results(rows, args, started):
         f"- Fixed rate: `h2load -c 4 -m 1 --rps {args.rate // 4}` ({args.rate} calls/s in all) for {args.duration} s; "
         "p50/p99 from `--log-file` per-request times.",
         f"- Streaming: `{STREAM_PATH}` answering 10 messages per call, at saturation for {max(3, args.duration // 2)} s.",
+        f"- sidelb: {sidelb_build()}.",
         "- RSS: `VmRSS` after 10 calls (idle) and `VmHWM` after all loads (peak), summed over the target's processes.",
         "- Share: calls each backend counted during the saturation run.",
         "",

@@ -42,7 +42,14 @@ def test_multi_stage_static_non_root(component, uid):
     assert len(all_stages) >= 2, "multi-stage"
     build_from, build = all_stages[0]
     assert "-alpine" in build_from, "the build stage targets musl, for a static binary"
-    assert any(f"cargo build --release --locked -p {binary} --bin {binary}" in i for i in build)
+    cargo = f"build --release --locked -p {binary} --bin {binary}"
+    if component == "proxy":
+        # Built guided by a profile (or plainly as a fallback) by bench/pgo.sh.
+        assert any("sh bench/pgo.sh" in i for i in build)
+        script = (REPO / "bench" / "pgo.sh").read_text()
+        assert script.count(cargo) >= 3, "instrumented, profile-guided and plain builds"
+    else:
+        assert any(f"cargo {cargo}" in i for i in build)
     final_from, final = all_stages[-1]
     assert final_from == "FROM scratch", "a static binary needs nothing else"
     users = [i.split()[1] for i in final if i.startswith("USER ")]
