@@ -33,8 +33,12 @@ pub enum PumpError {
 }
 
 /// Waits until `tx` has flushed what it buffered and can take more.
+///
+/// The last chunk is handed over at once: nothing more will be read from the
+/// source, so waiting for the peer's window would hold no less memory and
+/// only cost a wake-up (most unary calls are one such chunk).
 async fn send_chunk(tx: &mut SendStream<Bytes>, chunk: Bytes, eos: bool) -> Result<(), PumpError> {
-    if !chunk.is_empty() {
+    if !chunk.is_empty() && !eos {
         tx.reserve_capacity(1);
         while tx.capacity() == 0 {
             match poll_fn(|cx| tx.poll_capacity(cx)).await {
