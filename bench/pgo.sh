@@ -25,6 +25,8 @@ WORK="$OUT/training"
 PIDS=""
 
 say() { echo "pgo: $*" >&2; }
+# Not every sleep(1) takes fractions (BusyBox may not).
+nap() { sleep 0.1 2>/dev/null || sleep 1; }
 
 plain() {
     say "$1; building sidelb-proxy without a profile"
@@ -69,7 +71,7 @@ for name in b1 b2 b3; do
     until grep -q '^listening ' "$WORK/$name.out" 2>/dev/null; do
         tries=$((tries + 1))
         [ "$tries" -lt 100 ] || { stop_all; plain "bench-backend $name did not start"; }
-        sleep 0.05
+        nap
     done
     ADDRS="$ADDRS${ADDRS:+, }\"$(sed -n 's/^listening //p' "$WORK/$name.out")\""
 done
@@ -77,7 +79,7 @@ printf 'services:\n  - name: bench\n    namespace: default\n    port: 50051\n   
     "$ADDRS" > "$WORK/endpoints.yaml"
 
 # Ports from a range the kernel does not hand out for outgoing connections.
-BASE=$(( $(od -An -N2 -tu2 /dev/urandom) % 20000 + 12000 ))
+BASE=$(( ($$ * 7919 + $(date +%s)) % 20000 + 12000 ))
 PORT=$BASE
 ADMIN=$((BASE + 1))
 SIDELB_DISCOVERY="file:$WORK/endpoints.yaml" \
@@ -107,7 +109,7 @@ until "$TOOLS/grpc-load" --target "127.0.0.1:$PORT" --authority bench.default:50
         stop_all
         plain "the instrumented proxy did not serve calls (see $WORK/sidelb.log)"
     fi
-    sleep 0.1
+    nap
 done
 
 say "training: unary calls at saturation and at a low rate, server-streaming calls"
