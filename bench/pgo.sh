@@ -29,18 +29,31 @@ say() { echo "pgo: $*" >&2; }
 nap() { sleep 0.1 2>/dev/null || sleep 1; }
 
 plain() {
+    stop_all
     say "$1; building sidelb-proxy without a profile"
     env -u RUSTFLAGS "$CARGO" build --release --locked -p sidelb-proxy --bin sidelb-proxy --target-dir "$OUT"
     echo "plain release build ($1)" > "$OUT/release/sidelb-proxy.build"
     exit 0
 }
 
+# SIGTERM, then wait: the proxy writes its counts as it exits.
 stop_all() {
     for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
     for pid in $PIDS; do wait "$pid" 2>/dev/null || true; done
     PIDS=""
 }
 trap stop_all EXIT INT TERM
+
+# within TRIES COMMAND...: runs COMMAND until it succeeds, at most TRIES times.
+within() {
+    tries=$1
+    shift
+    until "$@"; do
+        tries=$((tries - 1))
+        [ "$tries" -gt 0 ] || return 1
+        nap
+    done
+}
 
 mkdir -p "$OUT"
 HOST=$(rustc -vV | sed -n 's/^host: //p')
@@ -67,12 +80,7 @@ for name in b1 b2 b3; do
     PIDS="$PIDS $!"
 done
 for name in b1 b2 b3; do
-    tries=0
-    until grep -q '^listening ' "$WORK/$name.out" 2>/dev/null; do
-        tries=$((tries + 1))
-        [ "$tries" -lt 100 ] || { stop_all; plain "bench-backend $name did not start"; }
-        nap
-    done
+    within 100 grep -q '^listening ' "$WORK/$name.out" || plain "bench-backend $name did not start"
     ADDRS="$ADDRS${ADDRS:+, }\"$(sed -n 's/^listening //p' "$WORK/$name.out")\""
 done
 printf 'services:\n  - name: bench\n    namespace: default\n    port: 50051\n    endpoints: [%s]\n' \
@@ -89,37 +97,27 @@ SIDELB_DISCOVERY="file:$WORK/endpoints.yaml" \
     SIDELB_WORKERS=1 SIDELB_LOG=warn \
     LLVM_PROFILE_FILE="$PROFILES/sidelb-%p-%m.profraw" \
     "$OUT/gen/release/sidelb-proxy" 2> "$WORK/sidelb.log" &
-PROXY=$!
-PIDS="$PIDS $PROXY"
+PIDS="$PIDS $!"
 
+# load PATH CALLS_PER_S MS [CONNECTIONS]: succeeds if some calls succeeded.
 load() {
     "$TOOLS/grpc-load" --target "127.0.0.1:$PORT" --authority bench.default:50051 \
-        --path "$1" --rate "$2" --connections 4 --duration-ms "$3" --log "$WORK/calls.log" \
-        > "$WORK/load.out" || return 1
-    tail -n 1 "$WORK/load.out" >&2
+        --path "$1" --rate "$2" --duration-ms "$3" --connections "${4:-4}" \
+        --log "$WORK/calls.log" > "$WORK/load.out" 2>/dev/null &&
+        grep -q '"ok": [1-9]' "$WORK/load.out"
 }
+summary() { tail -n 1 "$WORK/load.out" >&2; }
 
 # The first calls wait until the proxy is up and has read its endpoints.
-tries=0
-until "$TOOLS/grpc-load" --target "127.0.0.1:$PORT" --authority bench.default:50051 \
-    --rate 10 --connections 1 --duration-ms 100 --log "$WORK/calls.log" 2>/dev/null |
-    grep -q '"ok": [1-9]'; do
-    tries=$((tries + 1))
-    if [ "$tries" -ge 50 ]; then
-        stop_all
-        plain "the instrumented proxy did not serve calls (see $WORK/sidelb.log)"
-    fi
-    nap
-done
+within 50 load /sidelb.test.Echo/Unary 10 100 1 ||
+    plain "the instrumented proxy did not serve calls (see $WORK/sidelb.log)"
 
 say "training: unary calls at saturation and at a low rate, server-streaming calls"
-load /sidelb.test.Echo/Unary 15000 4000 &&
-    load /sidelb.test.Echo/Unary 2000 2000 &&
-    load /sidelb.test.Echo/ServerStream 5000 2000 ||
-    { stop_all; plain "the training load failed"; }
+{ load /sidelb.test.Echo/Unary 15000 4000 && summary &&
+    load /sidelb.test.Echo/Unary 2000 2000 && summary &&
+    load /sidelb.test.Echo/ServerStream 5000 2000 && summary; } ||
+    plain "the training load failed"
 
-kill -TERM "$PROXY"
-wait "$PROXY" || true
 stop_all
 ls "$PROFILES"/sidelb-*.profraw > /dev/null 2>&1 || plain "the instrumented proxy wrote no profile"
 "$PROFDATA" merge -o "$WORK/merged.profdata" "$PROFILES"/sidelb-*.profraw ||
