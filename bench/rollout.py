@@ -23,7 +23,7 @@ Reported per target: calls sent, calls failed before / during / after the
 rollout (and of what kind), p99 latency of successful calls before and
 during. The section goes into bench/RESULTS.md between markers, leaving the
 rest of the file (bench/run.py's table) as it is. Every process is pinned
-like in run.py (targets on core 0, load and backends on core 1), all traffic
+like bench/run.py (targets on core 0, load and backends on core 1), all traffic
 is on 127.0.0.1, every run is bounded in time.
 """
 
@@ -41,15 +41,15 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import run  # noqa: E402
-from run import (LOAD_CORE, OUT, PROXY_CORE, ROOT, admin_get, cpu_model, free_port, pinned,  # noqa: E402
+import targets  # noqa: E402
+from targets import (LOAD_CORE, OUT, PROXY_CORE, ROOT, admin_get, cpu_model, free_port, pinned,  # noqa: E402
                  start_sidelb, wait_port, write_endpoints)
 
-BIN = run.BIN
+BIN = targets.BIN
 
 BEGIN = "<!-- rollout:begin -->"
 END = "<!-- rollout:end -->"
-AUTHORITY = run.SIDELB_AUTHORITY
+AUTHORITY = targets.SIDELB_AUTHORITY
 BACKENDS = 3
 
 
@@ -130,7 +130,7 @@ class Haproxy:
         self.socket = work / "haproxy.sock"
         self.servers = {a: f"b{i + 1}" for i, a in enumerate(addrs)}
         conf = work / "haproxy.cfg"
-        conf.write_text(run.haproxy_conf(self.port, {name: a for a, name in self.servers.items()}, self.socket))
+        conf.write_text(targets.haproxy_conf(self.port, {name: a for a, name in self.servers.items()}, self.socket))
         self.process = subprocess.Popen(pinned(PROXY_CORE, ["haproxy", "-db", "-f", str(conf)]),
                                         stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         wait_port(self.port)
@@ -175,7 +175,7 @@ class Nginx:
         wait_port(self.port)
 
     def write(self):
-        self.conf.write_text(run.nginx_conf(self.work, self.port, self.addrs))
+        self.conf.write_text(targets.nginx_conf(self.work, self.port, self.addrs))
 
     def replace(self, old, new):
         self.addrs[self.addrs.index(old.addr)] = new.addr
@@ -310,9 +310,9 @@ def section(rows, args, started):
         "connection closes and resends a call only if it provably never reached the server (refused, "
         "`REFUSED_STREAM`, above a `GOAWAY`), as gRPC clients do. *Before* is from 1 s after the start to the "
         f"first step ({args.before} s of load), *during* from the first step until the last old backend exited.",
-        "- HAProxy and nginx run with bench/run.py's configuration (no health checks, their default retries: "
+        "- HAProxy and nginx run with the configuration in bench/targets.py (no health checks, their default retries: "
         "connection failures only); HAProxy also has its admin socket.",
-        f"- sidelb: {run.sidelb_build()}.",
+        f"- sidelb: {targets.sidelb_build()}.",
     ] + notes + [END]
     return "\n".join(lines) + "\n"
 
@@ -355,16 +355,16 @@ def main():
             sys.exit(f"rollout: {BIN / binary} is missing; run `make release` (or `make bench`)")
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    targets = {"sidelb": Sidelb, "haproxy": Haproxy, "nginx": Nginx}
-    chosen = args.only.split(",") if args.only else list(targets)
+    kinds = {"sidelb": Sidelb, "haproxy": Haproxy, "nginx": Nginx}
+    chosen = args.only.split(",") if args.only else list(kinds)
     runs = {key: [] for key in chosen}
     with tempfile.TemporaryDirectory(prefix="sidelb-rollout-") as tmp:
         for round_no in range(1, args.rounds + 1):
             for key in chosen:
                 work = pathlib.Path(tmp) / f"{key}-{round_no}"
                 work.mkdir()
-                print(f"rollout: round {round_no}/{args.rounds}: {targets[key].name} …", flush=True)
-                row = roll(targets[key], work, args)
+                print(f"rollout: round {round_no}/{args.rounds}: {kinds[key].name} …", flush=True)
+                row = roll(kinds[key], work, args)
                 print(json.dumps(row), flush=True)
                 runs[key].append(row)
                 (OUT / f"rollout-{key}-{round_no}.log").write_text((work / "calls.log").read_text())
