@@ -10,7 +10,9 @@
 //! - [`ProxyConfig`]: the parsed, validated configuration of one proxy.
 //! - [`upstreams`]: the `SIDELB_UPSTREAMS` / `sidelb.io/upstreams` format.
 //! - [`quantity`]: Kubernetes resource quantities, for the proxy's resources.
+//! - [`exposition`]: how `/metrics` answers (Prometheus text or OpenMetrics).
 
+pub mod exposition;
 pub mod names;
 pub mod proxy;
 pub mod quantity;

@@ -158,11 +158,10 @@ impl ProxyConfig {
             shutdown_grace: dur(s::SHUTDOWN_GRACE)?,
             drain_timeout: dur(s::DRAIN_TIMEOUT)?,
         };
-        if let Some(u) = config
-            .upstreams
-            .iter()
-            .find(|u| u.listen == config.outbound_addr || u.listen == config.admin_addr)
-        {
+        if let Some(u) = config.upstreams.iter().find(|u| {
+            upstreams::overlap(u.listen, config.outbound_addr)
+                || upstreams::overlap(u.listen, config.admin_addr)
+        }) {
             return Err(ConfigError(format!(
                 "{}: local address {} of `{}` is also the outbound or admin address; pick another port",
                 s::UPSTREAMS,
@@ -170,10 +169,11 @@ impl ProxyConfig {
                 u.service
             )));
         }
-        if config.outbound_addr == config.admin_addr {
+        if upstreams::overlap(config.outbound_addr, config.admin_addr) {
             return Err(ConfigError(format!(
-                "{} and {} are both {}; give them different ports",
+                "{} {} and {} {} take the same port; give them different ports",
                 s::OUTBOUND_ADDR,
+                config.outbound_addr,
                 s::ADMIN_ADDR,
                 config.admin_addr
             )));
@@ -254,5 +254,40 @@ mod tests {
         assert!(err.starts_with("SIDELB_BALANCER: "), "{err}");
         let err = parse(&[("SIDELB_UPSTREAMS", "a:1=4140")]).unwrap_err().0;
         assert!(err.contains("outbound or admin"), "{err}");
+        let err = parse(&[("SIDELB_HEADER_READ_TIMEOUT", "1ns")])
+            .unwrap_err()
+            .0;
+        assert!(
+            err.starts_with("SIDELB_HEADER_READ_TIMEOUT: `1ns`") && err.contains("from 1ms to 24h"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_address_takes_its_port_on_every_address() {
+        let err = parse(&[
+            ("SIDELB_ADMIN_ADDR", "0.0.0.0:4191"),
+            ("SIDELB_UPSTREAMS", "a:1=4191"),
+        ])
+        .unwrap_err()
+        .0;
+        assert!(
+            err.contains("`a.default:1`") && err.contains("outbound or admin"),
+            "{err}"
+        );
+        let err = parse(&[
+            ("SIDELB_ADMIN_ADDR", "0.0.0.0:4140"),
+            ("SIDELB_OUTBOUND_ADDR", "127.0.0.1:4140"),
+        ])
+        .unwrap_err()
+        .0;
+        assert!(err.contains("take the same port"), "{err}");
+        assert!(
+            parse(&[
+                ("SIDELB_ADMIN_ADDR", "0.0.0.0:4191"),
+                ("SIDELB_UPSTREAMS", "a:1=15001")
+            ])
+            .is_ok()
+        );
     }
 }

@@ -37,6 +37,28 @@ pub fn parse(text: &str, default_namespace: &str) -> Result<Vec<Upstream>, Strin
     Ok(out)
 }
 
+/// Refuses an upstream on a port the injected sidecar listens on itself
+/// (its outbound and admin ports), which would stop it from starting.
+pub fn check_sidecar_ports(upstreams: &[Upstream]) -> Result<(), String> {
+    let taken = [crate::names::OUTBOUND_PORT, crate::names::ADMIN_PORT];
+    match upstreams.iter().find(|u| taken.contains(&u.listen.port())) {
+        Some(u) => Err(format!(
+            "local port {} of `{}` is the sidecar's own outbound or admin port ({} and {} are taken); pick another port",
+            u.listen.port(),
+            u.service,
+            taken[0],
+            taken[1]
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether two listen addresses would take the same port: the same address,
+/// or the same port where one of them is a wildcard (`0.0.0.0`, `[::]`).
+pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, String> {
     let (target, local) = entry.split_once('=').ok_or("there is no `=localport`")?;
     let (host, port) = target
@@ -75,6 +97,30 @@ fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sidecar_ports_are_taken() {
+        let ok = parse("a:1=15001", "default").unwrap();
+        assert_eq!(check_sidecar_ports(&ok), Ok(()));
+        for port in [4140, 4191] {
+            let list = parse(&format!("a:1=15001,b.ns:grpc={port}"), "default").unwrap();
+            let why = check_sidecar_ports(&list).unwrap_err();
+            assert!(
+                why.contains(&format!("local port {port} of `b.ns:grpc`")),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn wildcards_overlap_every_address_on_their_port() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlap(addr("127.0.0.1:4191"), addr("0.0.0.0:4191")));
+        assert!(overlap(addr("[::]:4191"), addr("127.0.0.1:4191")));
+        assert!(overlap(addr("127.0.0.1:15001"), addr("127.0.0.1:15001")));
+        assert!(!overlap(addr("127.0.0.1:15001"), addr("127.0.0.2:15001")));
+        assert!(!overlap(addr("0.0.0.0:4191"), addr("0.0.0.0:4140")));
+    }
 
     #[test]
     fn parses_the_documented_example() {

@@ -40,10 +40,10 @@ impl Kind {
                 "a level (trace, debug, info, warn, error, off) or `target=level,…`".into()
             }
             Kind::Duration { allow_zero: true } => {
-                "a duration such as `10s`, `500ms`, `5m`; `0s` turns it off".into()
+                "a duration from 1ms to 24h such as `10s`, `500ms`, `5m`; `0s` turns it off".into()
             }
             Kind::Duration { allow_zero: false } => {
-                "a duration above zero such as `10s`, `500ms`, `5m`".into()
+                "a duration from 1ms to 24h such as `10s`, `500ms`, `5m`".into()
             }
             Kind::Count { min, max } => format!("a whole number from {min} to {max}"),
             Kind::Text => "any text".into(),
@@ -103,11 +103,16 @@ pub fn duration(v: &str, allow_zero: bool) -> Result<Duration, String> {
     } else {
         humantime::parse_duration(v).map_err(|e| format!("`{v}` is not {accepted} ({e})"))?
     };
-    if d.is_zero() && !allow_zero {
+    if d.is_zero() && !allow_zero || !d.is_zero() && !(DURATION_MIN..=DURATION_MAX).contains(&d) {
         return Err(format!("`{v}` is not {accepted}"));
     }
     Ok(d)
 }
+
+/// Bounds of a duration setting that is not off: below a millisecond a timer
+/// cannot keep it, and above a day it only overflows clocks.
+pub const DURATION_MIN: Duration = Duration::from_millis(1);
+pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
 
 pub fn count(v: &str, min: u64, max: u64) -> Result<u64, String> {
     match v.parse::<u64>() {
@@ -159,6 +164,12 @@ mod tests {
         assert_eq!(duration("0", true), Ok(Duration::ZERO));
         assert!(duration("0s", false).is_err());
         assert!(duration("ten", true).is_err());
+        assert_eq!(duration("1ms", false), Ok(DURATION_MIN));
+        assert_eq!(duration("24h", false), Ok(DURATION_MAX));
+        for out_of_range in ["1ns", "999us", "25h", "1000years"] {
+            let why = duration(out_of_range, true).unwrap_err();
+            assert!(why.contains("from 1ms to 24h"), "{why}");
+        }
     }
 
     #[test]

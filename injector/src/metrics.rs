@@ -80,6 +80,3 @@ impl Metrics {
         text
     }
 }
-
-/// The `Content-Type` of [`Metrics::encode`].
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -15,7 +15,7 @@ use crate::review::AdmissionRequest;
 use k8s_openapi::api::core::v1::Pod;
 use sidelb_config::names;
 use sidelb_config::settings::{self, SETTINGS};
-use sidelb_config::{Setting, quantity};
+use sidelb_config::{Setting, quantity, upstreams};
 use std::collections::BTreeMap;
 
 /// What to do with one admission request.
@@ -127,6 +127,17 @@ fn has_proxy(pod: &Pod) -> bool {
         .any(|c| c.name == names::PROXY_CONTAINER)
 }
 
+/// What the annotation check alone cannot see: an upstream on a port the
+/// sidecar itself listens on.
+fn sidecar_can_use(setting: &Setting, key: &str, value: &str) -> Result<(), String> {
+    if setting.env != settings::UPSTREAMS {
+        return Ok(());
+    }
+    upstreams::parse(value, "default")
+        .and_then(|list| upstreams::check_sidecar_ports(&list))
+        .map_err(|why| format!("{key}: {why}"))
+}
+
 /// The plan, or every problem found in the annotations.
 fn plan(
     pod: &Pod,
@@ -142,7 +153,10 @@ fn plan(
             continue;
         };
         let value = match annotation(key) {
-            Some(v) => match setting.check(key, &v) {
+            Some(v) => match setting
+                .check(key, &v)
+                .and_then(|()| sidecar_can_use(setting, key, &v))
+            {
                 Ok(()) => v,
                 Err(why) => {
                     problems.push(why);

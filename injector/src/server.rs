@@ -10,7 +10,7 @@
 //! kube-apiserver reads a failed webhook call's reason from.
 
 use crate::config::SidecarDefaults;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::webhook;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -145,11 +145,14 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
         names::INJECTOR_HEALTH_PATH => {
             text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
         }
-        names::METRICS_PATH => text(
-            StatusCode::OK,
-            metrics::CONTENT_TYPE,
-            app.metrics.encode().into(),
-        ),
+        names::METRICS_PATH => {
+            let accept = req.headers().get(header::ACCEPT);
+            let (body, content_type) = sidelb_config::exposition::negotiate(
+                app.metrics.encode(),
+                accept.and_then(|v| v.to_str().ok()),
+            );
+            text(StatusCode::OK, content_type, body.into())
+        }
         path => status(
             StatusCode::NOT_FOUND,
             "NotFound",

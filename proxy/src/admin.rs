@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
-use sidelb_config::names;
+use sidelb_config::{exposition, names};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -77,11 +77,14 @@ impl Admin {
                     PLAIN,
                 ),
             },
-            names::METRICS_PATH => text(
-                StatusCode::OK,
-                self.metrics.encode(|m| self.refresh_gauges(m)),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
+            names::METRICS_PATH => {
+                let accept = req.headers().get(header::ACCEPT);
+                let (body, content_type) = exposition::negotiate(
+                    self.metrics.encode(|m| self.refresh_gauges(m)),
+                    accept.and_then(|v| v.to_str().ok()),
+                );
+                text(StatusCode::OK, body, content_type)
+            }
             names::ENDPOINTS_PATH => {
                 let view = self.endpoints_view();
                 let body = serde_json::to_vec_pretty(&view).unwrap_or_default();

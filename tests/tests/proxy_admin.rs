@@ -40,6 +40,44 @@ async fn live_ready_and_unknown_paths() {
     );
 }
 
+#[tokio::test]
+async fn metrics_are_prometheus_text_unless_openmetrics_is_asked_for() {
+    let setup = EchoSetup::start(&["a"], BackendOptions::default(), &[])
+        .await
+        .expect("setup");
+    let admin = setup.proxy.admin_addr();
+    let content_type = |headers: &http::HeaderMap| {
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (status, headers, text) = http_get::get_with(admin, "/metrics", &[])
+        .await
+        .expect("answered");
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(
+        content_type(&headers),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(
+        text.contains("# TYPE sidelb_discovery_updates_total counter") && !text.contains("# EOF"),
+        "{text}"
+    );
+    let prometheus =
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (status, headers, text) = http_get::get_with(admin, "/metrics", &[("accept", prometheus)])
+        .await
+        .expect("answered");
+    assert_eq!(status.as_u16(), 200);
+    assert!(content_type(&headers).starts_with("application/openmetrics-text; version=1.0.0"));
+    assert!(
+        text.contains("# TYPE sidelb_discovery_updates counter") && text.ends_with("# EOF\n"),
+        "{text}"
+    );
+}
+
 /// Known traffic: OK calls, calls the backends fail with FAILED_PRECONDITION,
 /// and calls to a service that is not in the file (the proxy fails those).
 async fn traffic(setup: &EchoSetup) -> (Tally, Tally) {

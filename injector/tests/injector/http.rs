@@ -121,16 +121,27 @@ async fn routes_on_the_path_alone() {
         );
         let metrics = conn.get("/metrics").await;
         assert_eq!(metrics.status, 200);
+        assert_eq!(
+            metrics.content_type,
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let text = metrics.text();
+        assert!(text.contains("# TYPE sidelb_injector_admission_requests_total counter"));
+        assert!(!text.contains("# EOF"));
+        let openmetrics = conn
+            .get_accepting(
+                "/metrics",
+                "application/openmetrics-text;version=1.0.0,*/*;q=0.1",
+            )
+            .await;
         assert!(
-            metrics
+            openmetrics
                 .content_type
                 .starts_with("application/openmetrics-text")
         );
-        assert!(
-            metrics
-                .text()
-                .contains("sidelb_injector_admission_requests_total")
-        );
+        let text = openmetrics.text();
+        assert!(text.contains("sidelb_injector_admission_requests_total"));
+        assert!(text.ends_with("# EOF\n"));
         assert_eq!(
             conn.get("/mutate").await.status,
             StatusCode::METHOD_NOT_ALLOWED

@@ -18,6 +18,7 @@ async fn each_invalid_annotation_is_refused_with_a_reason() {
         ("sidelb.io/proxy-memory-limit", "64MB", "64Mi"),
         ("sidelb.io/proxy-cpu-request", "-1", "zero or more"),
         ("sidelb.io/shutdown-grace", "soon", "duration"),
+        ("sidelb.io/header-read-timeout", "1ns", "from 1ms to 24h"),
         ("sidelb.io/native-sidecar", "yes", "`true` or `false`"),
         ("sidelb.io/log-level", "loud", "trace, debug, info"),
     ];
@@ -36,6 +37,29 @@ async fn each_invalid_annotation_is_refused_with_a_reason() {
             assert!(message.contains(&format!("`{value}`")), "{message}");
             assert!(message.contains(accepted), "{message}");
         }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_on_the_sidecars_own_port_is_refused() {
+    let server = TestInjector::start().await;
+    for port in [4140, 4191] {
+        let value = format!("greeter:50051=15001,orders.shop:grpc={port}");
+        let review = with_annotations(job(), &[("sidelb.io/upstreams", value.as_str())]);
+        let answer = server.review(Proto::H2, &review).await;
+        assert!(!answer.allowed, "{value}");
+        assert!(answer.patch.is_none());
+        let message = answer.status.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains("sidelb.io/upstreams")
+                && message.contains(&format!("local port {port} of `orders.shop:grpc`"))
+                && message.contains("pick another port"),
+            "{message}"
+        );
     }
     server.stop().await;
 }

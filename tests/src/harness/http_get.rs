@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
@@ -24,9 +24,27 @@ pub const GET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// GETs `path` from `addr`; returns the status and the body as text.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, String)> {
-    tokio::time::timeout(GET_TIMEOUT, get_unbounded(addr, path))
+    let (status, _, body) = get_with(addr, path, &[]).await?;
+    Ok((status, body))
+}
+
+/// GETs `path` from `addr` with `headers` added; returns the status, the
+/// response headers and the body as text.
+pub async fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, HeaderMap, String)> {
+    let url = format!("http://{addr}{path}");
+    let exchange = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("GET {url}: connecting"))?;
+        get_on(stream, &url, addr, path, headers).await
+    };
+    tokio::time::timeout(GET_TIMEOUT, exchange)
         .await
-        .with_context(|| format!("GET http://{addr}{path}: no answer within {GET_TIMEOUT:?}"))?
+        .with_context(|| format!("GET {url}: no answer within {GET_TIMEOUT:?}"))?
 }
 
 /// GETs `path` from `addr` over TLS, verifying the server's certificate for
@@ -57,19 +75,12 @@ pub async fn get_https(
             .connect(name, tcp)
             .await
             .with_context(|| format!("GET {url}: TLS handshake"))?;
-        get_on(tls, &url, addr, path).await
+        let (status, _, body) = get_on(tls, &url, addr, path, &[]).await?;
+        Ok((status, body))
     };
     tokio::time::timeout(GET_TIMEOUT, exchange)
         .await
         .with_context(|| format!("GET {url}: no answer within {GET_TIMEOUT:?}"))?
-}
-
-async fn get_unbounded(addr: SocketAddr, path: &str) -> Result<(StatusCode, String)> {
-    let url = format!("http://{addr}{path}");
-    let stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("GET {url}: connecting"))?;
-    get_on(stream, &url, addr, path).await
 }
 
 async fn get_on(
@@ -77,19 +88,23 @@ async fn get_on(
     url: &str,
     addr: SocketAddr,
     path: &str,
-) -> Result<(StatusCode, String)> {
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, HeaderMap, String)> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .with_context(|| format!("GET {url}: handshake"))?;
     let connection = tokio::spawn(connection);
-    let request = Request::get(path)
-        .header(http::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())?;
+    let mut request = Request::get(path).header(http::header::HOST, addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
     let response = sender
         .send_request(request)
         .await
         .with_context(|| format!("GET {url}"))?;
     let status = response.status();
+    let response_headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
@@ -97,5 +112,9 @@ async fn get_on(
         .with_context(|| format!("GET {url}: reading the body"))?
         .to_bytes();
     connection.abort();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((
+        status,
+        response_headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }

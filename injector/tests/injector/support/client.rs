@@ -146,7 +146,22 @@ impl Conn {
         path_and_query: &str,
         body: Body,
     ) -> Result<Reply, String> {
-        let builder = Request::builder().method(method);
+        self.try_request_with(method, path_and_query, body, &[])
+            .await
+    }
+
+    /// A request with `extra` headers besides the usual ones.
+    pub async fn try_request_with(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        body: Body,
+        extra: &[(header::HeaderName, &str)],
+    ) -> Result<Reply, String> {
+        let mut builder = Request::builder().method(method);
+        for (name, value) in extra {
+            builder = builder.header(name, *value);
+        }
         let response = match &mut self.sender {
             Sender::H1(sender) => {
                 let request = builder
@@ -195,5 +210,12 @@ impl Conn {
 
     pub async fn get(&mut self, path: &str) -> Reply {
         self.request(Method::GET, path, full(Bytes::new())).await
+    }
+
+    pub async fn get_accepting(&mut self, path: &str, accept: &str) -> Reply {
+        let extra = [(header::ACCEPT, accept)];
+        self.try_request_with(Method::GET, path, full(Bytes::new()), &extra)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} (Accept: {accept}): {e}"))
     }
 }
