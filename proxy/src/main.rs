@@ -109,7 +109,10 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 tracing::error!("cannot start: {e}");
-                eprintln!("sidelb-proxy: cannot start: {e}");
+                // Said once, in the log's format, unless the log filter hides errors.
+                if !tracing::enabled!(tracing::Level::ERROR) {
+                    eprintln!("sidelb-proxy: cannot start: {e}");
+                }
                 ExitCode::from(1)
             }
         }

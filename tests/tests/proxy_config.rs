@@ -8,6 +8,7 @@
 //!   last good endpoints stay in use (calls keep succeeding on them), and a
 //!   later good rewrite is applied.
 
+use sidelb_config::settings;
 use sidelb_tests::echo::pb::EchoRequest;
 use sidelb_tests::harness::proxy::run_to_exit;
 use sidelb_tests::harness::*;
@@ -150,4 +151,35 @@ async fn a_malformed_rewrite_keeps_the_last_good_endpoints_until_a_good_one() {
     setup.wait_ready().await.expect("c alone");
     let tally = unary_calls(&client, 50, &EchoRequest::default()).await;
     assert_eq!((tally.ok(), tally.served_by("c")), (50, 50), "{tally}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_flat_object_per_line_even_when_the_start_fails() {
+    let file = EndpointsFile::create(&[valid_service()]).expect("file");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let taken = taken.local_addr().expect("its address").to_string();
+    let exited = run_to_exit(
+        ProxyOptions::file_discovery(&file)
+            .env(settings::LOG_FORMAT, "json")
+            .env(settings::ADMIN_ADDR, taken.as_str()),
+    )
+    .await
+    .expect("the proxy exits by itself");
+    assert_eq!(exited.status.code(), Some(1), "{exited:?}");
+    let lines: Vec<serde_json::Value> = exited
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!lines.is_empty());
+    let failure = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error logged: {}", exited.stderr));
+    let message = failure["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot start") && message.contains(&taken),
+        "the message is a top-level field naming the address: {failure}"
+    );
 }

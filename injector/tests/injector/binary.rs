@@ -111,3 +111,33 @@ async fn refuses_to_start_on_a_bad_value_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
 }
+
+#[tokio::test]
+async fn json_logs_are_one_flat_object_per_line_even_when_the_start_fails() {
+    let output = Command::new(BIN)
+        .env("SIDELB_INJECTOR_ADDR", "127.0.0.1:0")
+        .env("SIDELB_TLS_CERT", "/nonexistent/tls.crt")
+        .env("SIDELB_TLS_KEY", "/nonexistent/tls.key")
+        .env("SIDELB_LOG_FORMAT", "json")
+        .output()
+        .await
+        .expect("run the binary");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let failure = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error logged: {stderr}"));
+    assert!(
+        failure["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/nonexistent/tls.crt")),
+        "the message is a top-level field: {failure}"
+    );
+    assert!(failure["timestamp"].is_string(), "{failure}");
+}
