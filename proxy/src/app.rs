@@ -64,6 +64,7 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
         Discovery::Kubernetes => crate::discovery::kubernetes_source(&config).await?,
     };
     let balancers = Balancers::new(discover, config.clone(), metrics.clone());
+    balancers.keep_listed(config.upstreams.iter().map(|u| u.service.clone()).collect());
     let drain = DrainController::new();
     let shared = Shared {
         config: config.clone(),
@@ -96,7 +97,7 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
             if draining.load(Relaxed) {
                 return Err("shutting down".to_string());
             }
-            balancers.pinned_resolved()
+            balancers.ready()
         }
     };
     let admin = Arc::new(Admin {

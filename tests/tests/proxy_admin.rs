@@ -290,3 +290,62 @@ async fn endpoints_shows_services_endpoints_and_their_load() {
     .await
     .expect("ended");
 }
+
+#[tokio::test]
+async fn endpoints_lists_every_service_of_the_file_before_any_request() {
+    let backends = Backend::spawn_all(&["a", "b"], BackendOptions::default())
+        .await
+        .expect("backends");
+    let echo = ServiceEndpoints::of("echo", "default", 50051, &backends[..1]);
+    let orders = ServiceEndpoints::of("orders", "shop", 9000, &backends[1..]);
+    let file = EndpointsFile::create(&[echo.clone(), orders.clone()]).expect("file");
+    let proxy = Proxy::spawn(ProxyOptions::file_discovery(&file))
+        .await
+        .expect("proxy");
+    let ready_at = |name: &'static str, addr: std::net::SocketAddr| {
+        let proxy = &proxy;
+        async move {
+            let view = proxy.service_view(name).await.ok()??;
+            let endpoints = view["endpoints"].as_array()?;
+            (view["resolution"] == "resolved"
+                && endpoints.len() == 1
+                && endpoints[0]["address"] == addr.to_string()
+                && endpoints[0]["state"] == "ready")
+                .then_some(view)
+        }
+    };
+    wait_until("echo listed and connected", WAIT, || {
+        ready_at(ECHO, backends[0].addr())
+    })
+    .await
+    .expect("listed");
+    wait_until("orders listed and connected", WAIT, || {
+        ready_at("orders.shop:9000", backends[1].addr())
+    })
+    .await
+    .expect("listed");
+    for backend in &backends {
+        assert_eq!(backend.stats().await.expect("stats").calls, 0);
+    }
+
+    // A Service added to the file is listed; one taken out says so.
+    let billing = ServiceEndpoints::of("billing", "shop", 9001, &backends[..1]);
+    file.write(&[echo, billing]).expect("rewrite");
+    wait_until("billing listed", WAIT, || {
+        ready_at("billing.shop:9001", backends[0].addr())
+    })
+    .await
+    .expect("listed");
+    let gone = wait_until("orders no longer in the file", WAIT, || async {
+        let view = proxy.service_view("orders.shop:9000").await.ok()??;
+        (view["resolution"] == "no-service").then_some(view)
+    })
+    .await
+    .expect("told");
+    assert!(
+        gone["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not in the endpoints file")),
+        "{gone}"
+    );
+}

@@ -19,7 +19,7 @@ pub use pool::{Admission, NoEndpoint, Pool, Resolution};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use sidelb_config::{ProxyConfig, ServiceKey};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -90,6 +90,48 @@ impl Balancers {
         self.create(key, true)
     }
 
+    /// Lets the pool of `key` be dropped once idle again.
+    pub fn unpin(&self, key: &ServiceKey) {
+        if let Some(entry) = self
+            .pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            entry.pool.pinned.store(false, Relaxed);
+        }
+    }
+
+    /// Keeps a pool for every Service the discovery source lists by itself
+    /// (see [`Discover::listed`]) for as long as it lists it; `configured`
+    /// pools (the upstream listeners') stay pinned whatever the list says.
+    pub fn keep_listed(self: &Arc<Self>, configured: Vec<ServiceKey>) {
+        let Some(mut listed) = self.discover.listed() else {
+            return;
+        };
+        let mut kept: BTreeSet<ServiceKey> = BTreeSet::new();
+        let mut follow = move |this: &Self, now: BTreeSet<ServiceKey>| {
+            for key in now.difference(&kept) {
+                this.pin(key);
+            }
+            for key in kept.difference(&now) {
+                if !configured.contains(key) {
+                    this.unpin(key);
+                }
+            }
+            kept = now;
+        };
+        follow(self, listed.borrow_and_update().iter().cloned().collect());
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while listed.changed().await.is_ok() {
+                let Some(this) = this.upgrade() else { return };
+                let now = listed.borrow_and_update().iter().cloned().collect();
+                follow(&this, now);
+            }
+        });
+    }
+
     fn create(&self, key: &ServiceKey, pinned: bool) -> Arc<Pool> {
         let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = pools.get(key) {
@@ -144,8 +186,9 @@ impl Balancers {
         out
     }
 
-    /// Whether every pinned pool has heard from discovery once.
-    pub fn pinned_resolved(&self) -> Result<(), String> {
+    /// Whether discovery works and every pinned pool has heard from it once.
+    pub fn ready(&self) -> Result<(), String> {
+        self.discover.ready()?;
         for pool in self.pools() {
             if pool.is_pinned() && pool.resolution() == Resolution::Pending {
                 return Err(format!("waiting for discovery of {}", pool.name()));

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -46,6 +46,7 @@ pub struct FileDiscovery {
     path: Arc<PathBuf>,
     default_namespace: Arc<str>,
     state: Arc<Mutex<State>>,
+    listed: Arc<watch::Sender<Vec<ServiceKey>>>,
 }
 
 struct State {
@@ -67,8 +68,10 @@ impl FileDiscovery {
     pub fn load(path: &Path, default_namespace: &str) -> Result<Self, FileError> {
         let stamp = stamp(path);
         let services = read(path, default_namespace)?;
+        let (listed, _) = watch::channel(services.keys().cloned().collect());
         Ok(FileDiscovery {
             path: Arc::new(path.to_owned()),
+            listed: Arc::new(listed),
             default_namespace: default_namespace.into(),
             state: Arc::new(Mutex::new(State {
                 services,
@@ -122,6 +125,12 @@ impl FileDiscovery {
                 for (key, publisher) in subscribers.iter_mut() {
                     publish(&self.path, services, key, publisher);
                 }
+                let keys: Vec<ServiceKey> = services.keys().cloned().collect();
+                self.listed.send_if_modified(|listed| {
+                    let changed = *listed != keys;
+                    *listed = keys;
+                    changed
+                });
                 true
             }
             Err(e) => {
@@ -149,6 +158,10 @@ impl Discover for FileDiscovery {
 
     fn describe(&self) -> String {
         format!("endpoints file {}", self.path.display())
+    }
+
+    fn listed(&self) -> Option<watch::Receiver<Vec<ServiceKey>>> {
+        Some(self.listed.subscribe())
     }
 }
 

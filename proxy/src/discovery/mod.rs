@@ -12,7 +12,7 @@ pub mod kubernetes;
 use sidelb_config::ServiceKey;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// One endpoint of a Service port, as discovery knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +60,20 @@ pub trait Discover: Send + Sync + 'static {
 
     /// What this source is, for messages: `file /etc/endpoints.yaml`.
     fn describe(&self) -> String;
+
+    /// The Services this source names by itself, and later changes to them:
+    /// an endpoints file lists its Services, so the proxy keeps a pool for
+    /// each (shown in `/endpoints`, connected before the first request).
+    /// `None` for a source that only answers what it is asked (Kubernetes
+    /// watches just the Services the pod uses).
+    fn listed(&self) -> Option<watch::Receiver<Vec<ServiceKey>>> {
+        None
+    }
+
+    /// Whether the source works, for `/ready`; `Err` says why not yet.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Sends one subscriber the diffs between successive full sets.

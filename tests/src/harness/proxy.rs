@@ -41,6 +41,8 @@ const SCRUBBED_PREFIXES: &[&str] = &["SIDELB_", "KUBECONFIG", "POD_", "KUBERNETE
 pub struct ProxyOptions {
     env: BTreeMap<String, String>,
     upstreams: Vec<String>,
+    /// [`Proxy::spawn`] returns once the admin server answers, ready or not.
+    unready: bool,
 }
 
 impl ProxyOptions {
@@ -67,6 +69,13 @@ impl ProxyOptions {
         self.upstreams.push(target.to_string());
         self
     }
+
+    /// [`Proxy::spawn`] waits only for the admin server to answer, for tests
+    /// of what makes the proxy ready.
+    pub fn unready(mut self) -> Self {
+        self.unready = true;
+        self
+    }
 }
 
 /// A running, ready `sidelb-proxy`; killed when dropped.
@@ -79,7 +88,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts the proxy and waits, at most [`READY_TIMEOUT`], until it is ready.
+    /// Starts the proxy and waits, at most [`READY_TIMEOUT`], until it is ready
+    /// (or only until its admin server answers, see [`ProxyOptions::unready`]).
     ///
     /// A port found free can be taken by another test before the proxy binds
     /// it ([`super::ports`]); a proxy that exits because of that is started
@@ -97,6 +107,7 @@ impl Proxy {
     }
 
     async fn spawn_once(options: ProxyOptions) -> Result<Proxy> {
+        let unready = options.unready;
         let Prepared {
             command,
             env,
@@ -106,7 +117,12 @@ impl Proxy {
         } = prepare(options)?;
         let mut process = Process::spawn("sidelb-proxy", command)?;
 
-        let readiness = wait::wait_until("GET /ready to answer 200", READY_TIMEOUT, || {
+        let wanted = if unready {
+            "GET /ready to answer"
+        } else {
+            "GET /ready to answer 200"
+        };
+        let readiness = wait::wait_until(wanted, READY_TIMEOUT, || {
             let exited = process.try_wait().ok().flatten();
             async move {
                 if let Some(status) = exited {
@@ -115,7 +131,7 @@ impl Proxy {
                     )));
                 }
                 match http_get::get(admin, READY_PATH).await {
-                    Ok((status, _)) if status.is_success() => Some(Ok(())),
+                    Ok((status, _)) if status.is_success() || unready => Some(Ok(())),
                     _ => None,
                 }
             }

@@ -29,6 +29,34 @@ async fn serving_a_and_b() -> (Cluster, Pods, Vec<Backend>, Proxy, Echo) {
 }
 
 #[tokio::test]
+async fn not_ready_until_the_api_server_has_answered_once() {
+    // No upstream listener: nothing is watched at start, and still /ready
+    // waits for the API server.
+    let cluster = Cluster::start();
+    cluster.api.set_fault_mode(FaultMode::Fail);
+    let proxy = Proxy::spawn(cluster.proxy_options().unready())
+        .await
+        .expect("admin server up");
+    let (status, body) = proxy.admin_get("/ready").await.expect("answered");
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert!(
+        body.contains("Kubernetes API server") && body.contains("has not answered"),
+        "{body}"
+    );
+    cluster.api.set_fault_mode(FaultMode::Normal);
+    wait_until("ready once the API server answers", WAIT, || async {
+        let (status, _) = proxy.admin_get("/ready").await.ok()?;
+        status.is_success().then_some(())
+    })
+    .await
+    .expect("ready");
+    // Later outages keep it ready: the last endpoints stay in use.
+    cluster.api.set_fault_mode(FaultMode::Fail);
+    let (status, body) = proxy.admin_get("/ready").await.expect("answered");
+    assert_eq!(status.as_u16(), 200, "{body}");
+}
+
+#[tokio::test]
 async fn dropped_watches_resume_and_miss_nothing() {
     let (cluster, mut pods, started, proxy, client) = serving_a_and_b().await;
     let c = pods.start("c").await;

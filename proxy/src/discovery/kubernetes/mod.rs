@@ -18,13 +18,15 @@
 //! Credentials come from [`kube::Config::infer`]: `KUBECONFIG` (or
 //! `~/.kube/config`) when present, else the pod's service account (token and
 //! CA mounted under `/var/run/secrets/kubernetes.io/serviceaccount`, the API
-//! server from `KUBERNETES_SERVICE_HOST`). Nothing is requested at start:
-//! an API server that is down delays readiness, it does not stop the proxy.
+//! server from `KUBERNETES_SERVICE_HOST`). An API server that is down at
+//! start delays readiness until it answers once ([`reach`]); it does not
+//! stop the proxy.
 
 pub mod endpoints;
 pub mod failure;
 pub mod pacing;
 pub mod ports;
+pub mod reach;
 pub mod registry;
 pub mod retry;
 pub mod state;
@@ -34,6 +36,7 @@ use super::{Discover, Publisher, UpdateRx};
 use kube::Client;
 use kube::client::ClientBuilder;
 use pacing::PaceWatches;
+use reach::Reach;
 use registry::Registry;
 use sidelb_config::ServiceKey;
 use std::fmt;
@@ -92,10 +95,12 @@ pub struct KubernetesDiscovery {
     cluster_url: Arc<str>,
     registry: Arc<Registry>,
     runtime: tokio::runtime::Handle,
+    reach: Reach,
 }
 
 impl KubernetesDiscovery {
-    /// Finds the credentials and builds the client; contacts nothing yet.
+    /// Finds the credentials and builds the client; the API server is asked
+    /// for its version in the background ([`reach`]).
     /// Must run inside the Tokio runtime the watches will run on.
     pub async fn connect() -> Result<Self, KubernetesError> {
         let config = kube::Config::infer()
@@ -124,6 +129,7 @@ impl KubernetesDiscovery {
             .build();
         tracing::info!(api_server = %cluster_url, "Kubernetes discovery");
         Ok(KubernetesDiscovery {
+            reach: Reach::probe(client.clone(), &cluster_url),
             client,
             cluster_url: cluster_url.into(),
             registry: Arc::new(Registry::default()),
@@ -160,5 +166,9 @@ impl Discover for KubernetesDiscovery {
 
     fn describe(&self) -> String {
         format!("the Kubernetes API server {}", self.cluster_url)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.reach.ready()
     }
 }
