@@ -8,6 +8,8 @@
 //!   dead: each a trailers-only gRPC response, `grpc-status` 14, with a
 //!   `grpc-message` that names the service or authority and says what to do;
 //!   over HTTP/1.1 and plain HTTP/2 the same errors are 503 with that text;
+//! - request headers over 64 KiB: a gRPC status 14 that says so (431 for
+//!   plain HTTP/2), never sent to a backend, the connection still serving;
 //! - overload: with `SIDELB_MAX_IN_FLIGHT=2`, a third call to the service
 //!   fails at once with UNAVAILABLE naming it, on the same connection or
 //!   another, while other services on that connection are still served.
@@ -370,5 +372,56 @@ async fn over_the_in_flight_limit_calls_fail_at_once_naming_the_service() {
         a.stats().await.expect("stats").calls,
         3,
         "the two held and the last one: the refused calls never reached a"
+    );
+}
+
+#[tokio::test]
+async fn http2_headers_over_the_limit_are_refused_on_their_own_stream() {
+    let setup = EchoSetup::start(&["a"], BackendOptions::default(), &[])
+        .await
+        .expect("setup");
+    let raw = RawGrpc::connect(setup.proxy.upstream_addr(ECHO).expect("listener"), ECHO)
+        .await
+        .expect("connects");
+    let big = "x".repeat(70_000);
+    let refused = raw
+        .call(
+            "Unary",
+            &[("x-big", big.as_str())],
+            &[EchoRequest::default()],
+        )
+        .await
+        .expect("answered");
+    assert!(refused.is_trailers_only(), "{refused:?}");
+    assert_eq!(refused.grpc_status(), Some(14));
+    assert_says(
+        refused.grpc_message().unwrap_or_default(),
+        &["over the proxy's limit of 65536", "send less metadata"],
+    );
+    let plain = raw
+        .request("GET", "/x", &[("x-big", big.as_str())], bytes::Bytes::new())
+        .await
+        .expect("answered");
+    assert_eq!(plain.status, 431, "{plain:?}");
+    assert_says(
+        &String::from_utf8_lossy(&plain.body),
+        &["send less metadata"],
+    );
+
+    // The connection serves on (10 KB: the backend's own limit is 16 KiB).
+    let fits = "x".repeat(10_000);
+    let ok = raw
+        .call(
+            "Unary",
+            &[("x-fits", fits.as_str())],
+            &[EchoRequest::default()],
+        )
+        .await
+        .expect("answered");
+    assert_eq!(ok.grpc_status(), Some(0), "{ok:?}");
+    let stats = setup.backend("a").stats().await.expect("stats");
+    assert_eq!(
+        stats.calls, 1,
+        "the refused requests never reached the backend"
     );
 }

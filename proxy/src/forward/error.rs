@@ -32,6 +32,10 @@ pub enum ProxyError {
     },
     #[error("proxy is shutting down; retry on another connection")]
     ShuttingDown,
+    #[error(
+        "the request's headers take {size} bytes, over the proxy's limit of {limit} (names, values and 32 bytes per field, as HTTP/2 counts them); send less metadata"
+    )]
+    HeadersTooLarge { size: usize, limit: usize },
     /// The app's own request body broke off or was malformed (HTTP/1.1).
     #[error("the request body could not be read: {0}; the request was abandoned")]
     RequestBody(String),
@@ -50,6 +54,7 @@ impl ProxyError {
             ProxyError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

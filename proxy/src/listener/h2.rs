@@ -7,6 +7,7 @@ use super::h2_watch::HeaderWatch;
 use super::{ConnContext, H2_PREFACE, rewind::Rewind};
 use crate::drain::Drain;
 use crate::endpoint::driver::{CONNECTION_WINDOW, STREAM_WINDOW};
+use crate::forward::error::ProxyError;
 use crate::time::{now_us, us};
 use bytes::Bytes;
 use std::time::Duration;
@@ -25,7 +26,11 @@ pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain)
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(config.max_header_bytes)
+        // h2 answers a header block over its limit with a bare 431, which a
+        // gRPC client reports as UNKNOWN, and one far over it with a GOAWAY
+        // for the whole connection. Up to four times the limit the block is
+        // decoded and answered here instead ([`header_list_size`]).
+        .max_header_list_size(config.max_header_bytes.saturating_mul(4))
         // No per-connection stream limit: the in-flight limit is per service
         // and answers at once with UNAVAILABLE. A connection limit would make
         // the app's client queue its calls instead, and let one busy service
@@ -49,7 +54,13 @@ pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain)
         tokio::select! {
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
-                    let pool = cx.route_h2(&req);
+                    let size = header_list_size(&req);
+                    let limit = config.max_header_bytes as usize;
+                    let pool = if size > limit {
+                        Err(ProxyError::HeadersTooLarge { size, limit })
+                    } else {
+                        cx.route_h2(&req)
+                    };
                     // Boxed: the task cell then holds a pointer, not the
                     // request's whole state, which tokio copies as the task
                     // moves between its stages.
@@ -86,5 +97,57 @@ pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain)
                 }
             }
         }
+    }
+}
+
+/// A request head's size as HTTP/2 counts it for SETTINGS_MAX_HEADER_LIST_SIZE
+/// (RFC 9113 §6.5.2): name and value of every field, pseudo-fields included,
+/// plus 32 bytes each.
+pub fn header_list_size<B>(req: &http::Request<B>) -> usize {
+    const FIELD: usize = 32;
+    let uri = req.uri();
+    let pseudo = [
+        (":method", req.method().as_str().len()),
+        (":scheme", uri.scheme_str().map_or(0, str::len)),
+        (
+            ":authority",
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+        (
+            ":path",
+            uri.path_and_query().map_or(0, |p| p.as_str().len()),
+        ),
+    ];
+    let pseudo: usize = pseudo
+        .iter()
+        .filter(|(_, len)| *len > 0)
+        .map(|(name, len)| name.len() + len + FIELD)
+        .sum();
+    pseudo
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + FIELD)
+            .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_list_size_counts_fields_as_http2_does() {
+        let req = http::Request::post("http://echo.default:50051/sidelb.test.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let expected = (7 + 4 + 32)
+            + (7 + 4 + 32)
+            + (10 + 18 + 32)
+            + (5 + 24 + 32)
+            + (12 + 16 + 32)
+            + (2 + 8 + 32);
+        assert_eq!(header_list_size(&req), expected);
     }
 }
