@@ -19,9 +19,8 @@
 //!   saying so and closes the connection: the bytes after it are never read
 //!   as another request, no whole request reaches a backend, and the
 //!   backends are not blamed for it;
-//! - a header block over 64 KiB is refused: 431 and a close on HTTP/1.1,
-//!   431 for the stream on HTTP/2 (whose connection goes on), while a large
-//!   header under the limit passes;
+//! - a header block over 64 KiB is refused: 431 and a close on HTTP/1.1
+//!   (HTTP/2 in proxy_errors.rs), while a large header under the limit passes;
 //! - a connection that sends nothing, or not a whole request head or HTTP/2
 //!   preface, is closed after `SIDELB_HEADER_READ_TIMEOUT`, and so is an
 //!   HTTP/2 connection whose request head (HEADERS without END_HEADERS) is
