@@ -264,7 +264,9 @@ pub fn parse(
         let mut endpoints = Vec::with_capacity(entry.endpoints.len());
         for e in &entry.endpoints {
             let addr: SocketAddr = e.trim().parse().map_err(|_| {
-                format!("{at}: endpoint `{e}` is not an address `ip:port`, e.g. `10.0.0.7:50051`")
+                format!(
+                    "{at}: endpoint `{e}` is not an address `ip:port`, e.g. `10.0.0.7:50051` or `[::1]:50051` (host names are not resolved: write `127.0.0.1` for localhost)"
+                )
             })?;
             if !endpoints.iter().any(|m: &EndpointMeta| m.addr == addr) {
                 endpoints.push(EndpointMeta::new(addr));
