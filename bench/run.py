@@ -36,12 +36,12 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from targets import (BIN, LOAD_CORE, OUT, PROXY_CORE, ROOT, Backends, Direct, Haproxy, Nginx, Sidelb,  # noqa: E402
-                     cpu_model, cpu_seconds, pinned, sidelb_build, status_kib)
+from targets import (BIN, LOAD_CORE, OUT, PGO_BIN, PROXY_CORE, ROOT, Backends, Direct, Haproxy, Nginx,  # noqa: E402
+                     Sidelb, SidelbPlain, cpu_model, cpu_seconds, pinned, sidelb_binary, sidelb_build, status_kib)
 
 UNARY_PATH = "/sidelb.test.Echo/Unary"
 STREAM_PATH = "/sidelb.test.Echo/ServerStream"
-TARGETS = {"direct": Direct, "nginx": Nginx, "haproxy": Haproxy, "sidelb": Sidelb}
+TARGETS = {"direct": Direct, "nginx": Nginx, "haproxy": Haproxy, "sidelb": Sidelb, "sidelb-plain": SidelbPlain}
 
 
 def h2load(port, path, body, *, clients, streams, seconds=None, requests=None, rps=None, log=None):
@@ -193,7 +193,7 @@ def fmt(v, digits=2):
 
 def write_results(rows, args, started):
     by = {r["target"]: r for r in rows}
-    s = next((r for r in rows if r["target"].startswith("sidelb p2c")), None)
+    s = by.get(Sidelb.name)
     h = by.get(Haproxy.name)
     n = by.get(Nginx.name)
     lines = [
@@ -247,7 +247,9 @@ def write_results(rows, args, started):
         "of all its slices.",
         f"- Streaming: `{STREAM_PATH}` answering 10 messages per call, at saturation for {stream_seconds(args)} s per target "
         f"and round ({args.slices} slices of {slice_text(stream_seconds(args), args)}).",
-        f"- sidelb: {sidelb_build()}.",
+        f"- sidelb: {sidelb_build()}."
+        + (f" *{SidelbPlain.name}* is `{SidelbPlain.binary.relative_to(ROOT)}` from a plain `cargo build --release`, "
+           "for comparison; the targets above are checked against the first." if SidelbPlain.name in by else ""),
         "- RSS: `VmRSS` after 10 calls (idle) and `VmHWM` after all loads (peak), summed over the target's processes.",
         "- Share: calls each backend counted during the saturation run.",
         "",
@@ -277,9 +279,11 @@ def main():
     parser.add_argument("--warmup", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds over all targets; the table shows each figure's median")
-    parser.add_argument("--only", help="comma-separated subset: direct,nginx,haproxy,sidelb")
+    parser.add_argument("--only", help="comma-separated subset: " + ",".join(TARGETS))
     args = parser.parse_args()
-    chosen = args.only.split(",") if args.only else list(TARGETS)
+    # The plain build runs too when the measured one is profile-guided.
+    default = [key for key in TARGETS if key != "sidelb-plain" or sidelb_binary().parent == PGO_BIN]
+    chosen = args.only.split(",") if args.only else default
     unknown = [key for key in chosen if key not in TARGETS]
     if unknown or args.rounds < 1 or args.slices < 1 or args.duration < 1:
         sys.exit(f"bench: --only takes {','.join(TARGETS)}; --rounds, --slices and --duration at least 1"

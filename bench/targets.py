@@ -238,9 +238,10 @@ def sidelb_build():
     return f"`{binary.relative_to(ROOT)}`, " + (how.read_text().strip() if how.exists() else "bench/pgo.sh")
 
 
-def start_sidelb(work, endpoints, port, admin, balancer="p2c-ewma"):
-    """sidelb-proxy on core PROXY_CORE, one worker, file discovery, serving the bench
-    Service on `port`; returns its process once /ready says so."""
+def start_sidelb(work, endpoints, port, admin, balancer="p2c-ewma", binary=None):
+    """sidelb-proxy (`binary`, else [`sidelb_binary`]) on core PROXY_CORE, one
+    worker, file discovery, serving the bench Service on `port`; returns its
+    process once /ready says so."""
     env = dict(os.environ,
                SIDELB_DISCOVERY=f"file:{endpoints}",
                SIDELB_UPSTREAMS=f"{SIDELB_AUTHORITY}={port}",
@@ -249,7 +250,7 @@ def start_sidelb(work, endpoints, port, admin, balancer="p2c-ewma"):
                SIDELB_BALANCER=balancer,
                SIDELB_WORKERS="1",
                SIDELB_LOG="warn")
-    process = subprocess.Popen(pinned(PROXY_CORE, [str(sidelb_binary())]), env=env,
+    process = subprocess.Popen(pinned(PROXY_CORE, [str(binary or sidelb_binary())]), env=env,
                                stderr=open(work / "sidelb.log", "w"))
     wait_port(port)
     deadline = time.time() + 10
@@ -262,14 +263,21 @@ def start_sidelb(work, endpoints, port, admin, balancer="p2c-ewma"):
 
 class Sidelb(Target):
     name = "sidelb p2c-ewma"
+    binary = None
 
     def __init__(self, backends, work, balancer="p2c-ewma"):
-        self.name = f"sidelb {balancer}"
+        self.name = type(self).name
         self.port = free_port()
         endpoints = work / "endpoints.yaml"
         write_endpoints(endpoints, backends.addrs)
-        self.process = start_sidelb(work, endpoints, self.port, free_port(), balancer)
+        self.process = start_sidelb(work, endpoints, self.port, free_port(), balancer, self.binary)
 
+
+class SidelbPlain(Sidelb):
+    """The same proxy from a plain `cargo build --release`, next to the
+    profile-guided one, to show what the profile buys."""
+    name = "sidelb p2c-ewma, plain build"
+    binary = BIN / "sidelb-proxy"
 
 
 def cpu_model():
