@@ -13,8 +13,8 @@ same h2load loads hit every target:
 
 This machine is shared and its speed moves by tens of percent from one second
 to the next. So that a slow moment hits every target alike, all targets run
-side by side and each load is cut into short slices taken in turn (target A,
-B, C, D, then B, C, D, A, ...); a target's figure pools its slices, and the
+side by side and each load is cut into short slices taken in turn (targets
+A, B, C, ..., then B, C, ..., A, and so on); a target's figure pools its slices, and the
 table shows the median over rounds. A target is idle while another is
 measured.
 
@@ -201,7 +201,7 @@ def write_results(rows, args, started):
         "",
         f"Written by `make bench` (`bench/run.py`) on {started}, one run, one machine "
         f"({os.cpu_count()} cores: {cpu_model()}). All targets run side by side and take each load in turns of "
-        f"{args.slices} short slices (A B C D, B C D A, …), so a slow moment of the machine hits every target alike; "
+        f"{args.slices} short slices (A B C …, then B C … A, and so on), so a slow moment of the machine hits every target alike; "
         f"every figure is the median of {args.rounds} such rounds.",
         "",
         "| target | req/s at saturation | p50 ms | p99 ms | CPU s / 10k req at saturation | CPU s / 10k req at fixed rate | peak RSS MiB | idle RSS MiB | streaming calls/s | share per backend % | failed |",
