@@ -145,7 +145,7 @@ mod tests {
         let expected = (7 + 4 + 32)
             + (7 + 4 + 32)
             + (10 + 18 + 32)
-            + (5 + 24 + 32)
+            + (5 + 23 + 32)
             + (12 + 16 + 32)
             + (2 + 8 + 32);
         assert_eq!(header_list_size(&req), expected);
