@@ -44,8 +44,9 @@ impl Reach {
                     }
                     Err(e) => {
                         failures += 1;
+                        let tries = if failures == 1 { "try" } else { "tries" };
                         let why = format!(
-                            "the Kubernetes API server at {url} has not answered yet ({failures} tries): {e}"
+                            "the Kubernetes API server at {url} has not answered yet ({failures} {tries}): {e}"
                         );
                         if failures == 1 {
                             tracing::warn!("{why}; retrying");
