@@ -158,17 +158,10 @@ impl ProxyConfig {
             shutdown_grace: dur(s::SHUTDOWN_GRACE)?,
             drain_timeout: dur(s::DRAIN_TIMEOUT)?,
         };
-        if let Some(u) = config.upstreams.iter().find(|u| {
-            upstreams::overlap(u.listen, config.outbound_addr)
-                || upstreams::overlap(u.listen, config.admin_addr)
-        }) {
-            return Err(ConfigError(format!(
-                "{}: local address {} of `{}` is also the outbound or admin address; pick another port",
-                s::UPSTREAMS,
-                u.listen,
-                u.service
-            )));
-        }
+        at(
+            s::UPSTREAMS,
+            upstreams::check_listeners(&config.upstreams, config.outbound_addr, config.admin_addr),
+        )?;
         if upstreams::overlap(config.outbound_addr, config.admin_addr) {
             return Err(ConfigError(format!(
                 "{} {} and {} {} take the same port; give them different ports",

@@ -37,17 +37,23 @@ pub fn parse(text: &str, default_namespace: &str) -> Result<Vec<Upstream>, Strin
     Ok(out)
 }
 
-/// Refuses an upstream on a port the injected sidecar listens on itself
-/// (its outbound and admin ports), which would stop it from starting.
-pub fn check_sidecar_ports(upstreams: &[Upstream]) -> Result<(), String> {
-    let taken = [crate::names::OUTBOUND_PORT, crate::names::ADMIN_PORT];
-    match upstreams.iter().find(|u| taken.contains(&u.listen.port())) {
+/// Refuses an upstream listener that would take the outbound or admin
+/// listener's port. The proxy checks its own settings with it; the injector
+/// checks an annotation against the addresses the sidecar will have.
+pub fn check_listeners(
+    upstreams: &[Upstream],
+    outbound: SocketAddr,
+    admin: SocketAddr,
+) -> Result<(), String> {
+    match upstreams
+        .iter()
+        .find(|u| overlap(u.listen, outbound) || overlap(u.listen, admin))
+    {
         Some(u) => Err(format!(
-            "local port {} of `{}` is the sidecar's own outbound or admin port ({} and {} are taken); pick another port",
+            "local port {} of `{}` ({}) is also the outbound or admin address ({outbound}, {admin}); pick another port",
             u.listen.port(),
             u.service,
-            taken[0],
-            taken[1]
+            u.listen
         )),
         None => Ok(()),
     }
@@ -99,12 +105,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sidecar_ports_are_taken() {
+    fn upstreams_may_not_take_the_outbound_or_admin_port() {
+        let outbound: SocketAddr = "127.0.0.1:4140".parse().unwrap();
+        let admin: SocketAddr = "0.0.0.0:4191".parse().unwrap();
         let ok = parse("a:1=15001", "default").unwrap();
-        assert_eq!(check_sidecar_ports(&ok), Ok(()));
+        assert_eq!(check_listeners(&ok, outbound, admin), Ok(()));
         for port in [4140, 4191] {
             let list = parse(&format!("a:1=15001,b.ns:grpc={port}"), "default").unwrap();
-            let why = check_sidecar_ports(&list).unwrap_err();
+            let why = check_listeners(&list, outbound, admin).unwrap_err();
             assert!(
                 why.contains(&format!("local port {port} of `b.ns:grpc`")),
                 "{why}"

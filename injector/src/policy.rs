@@ -12,10 +12,11 @@
 
 use crate::config::{self, ProxyResources, RESOURCE_ANNOTATIONS, SidecarDefaults};
 use crate::review::AdmissionRequest;
+use crate::sidecar;
 use k8s_openapi::api::core::v1::Pod;
 use sidelb_config::names;
 use sidelb_config::settings::{self, SETTINGS};
-use sidelb_config::{Setting, quantity, upstreams};
+use sidelb_config::{ProxyConfig, Setting, quantity, upstreams};
 use std::collections::BTreeMap;
 
 /// What to do with one admission request.
@@ -128,13 +129,15 @@ fn has_proxy(pod: &Pod) -> bool {
 }
 
 /// What the annotation check alone cannot see: an upstream on a port the
-/// sidecar itself listens on.
+/// sidecar itself listens on (the proxy's own start-up check, against the
+/// sidecar's addresses).
 fn sidecar_can_use(setting: &Setting, key: &str, value: &str) -> Result<(), String> {
     if setting.env != settings::UPSTREAMS {
         return Ok(());
     }
+    let outbound = ProxyConfig::defaults().outbound_addr;
     upstreams::parse(value, "default")
-        .and_then(|list| upstreams::check_sidecar_ports(&list))
+        .and_then(|list| upstreams::check_listeners(&list, outbound, sidecar::ADMIN_ADDR))
         .map_err(|why| format!("{key}: {why}"))
 }
 

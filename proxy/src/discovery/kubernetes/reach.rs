@@ -5,8 +5,9 @@
 //! stands in for them: it checks the address, the CA and the token the
 //! watches will use. It is retried with the watches' backoff until it
 //! answers (a refusal is an answer: the requests that need the API report
-//! it, with what to fix; a 5xx is not) and never asked again, because once the proxy runs an API server
-//! outage only delays changes: the last endpoints stay in use.
+//! it, with what to fix; a 5xx is not) and never asked again, because once
+//! the proxy runs, an API server outage only delays changes: the last
+//! endpoints stay in use.
 
 use super::retry;
 use kube::Client;
