@@ -60,7 +60,7 @@ def h2load(port, path, body, *, clients, streams, seconds=None, requests=None, r
     done = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
     if not done:
         raise RuntimeError(f"h2load output not understood:\n{out}")
-    return {"succeeded": int(done.group(4)), "failed": int(done.group(5)) + int(done.group(6)), "raw": out}
+    return {"succeeded": int(done.group(4)), "failed": int(done.group(5)) + int(done.group(6))}
 
 
 def percentiles(logs):
