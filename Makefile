@@ -6,9 +6,11 @@
 #   make bench   sidelb against a direct connection, nginx and HAProxy, and a rolling restart
 #                through each; writes bench/RESULTS.md
 #   make fuzz    the property-based fuzz targets (fuzz/) with many cases (PROPTEST_CASES)
+#   make cluster a local Kubernetes control plane built from source (cluster/Makefile.inc)
 
 .DEFAULT_GOAL := all
 include charts/Makefile.inc
+include cluster/Makefile.inc
 
 CARGO ?= cargo
 PYTHON ?= python3
@@ -29,7 +31,7 @@ release:
 pgo:
 	CARGO=$(CARGO) sh bench/pgo.sh
 
-test: build lint test-rust test-python
+test: build lint cluster-build test-rust test-python
 
 test-rust:
 	$(CARGO) test --workspace -- --test-threads=2

@@ -21,6 +21,8 @@
 //!   framing included) and a backend that echoes what reached it.
 //! - [`Injector`]: a `sidelb-injector` process serving a given certificate.
 //! - [`Kubectl`]: the real `kubectl` against a kubeconfig, in its own scratch dir.
+//! - [`ControlPlane`]: the real control plane of `make cluster` (kube-apiserver,
+//!   kube-controller-manager, etcd), a private one or the running one.
 //! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
 //! - [`Process`]: the guard under all of these: killed on drop, logs kept and
 //!   printed when a test fails.
@@ -67,6 +69,7 @@
 pub mod backend;
 pub mod binary;
 pub mod client;
+pub mod control_plane;
 pub mod endpoints_file;
 pub mod http1;
 pub mod http_get;
@@ -90,6 +93,7 @@ pub mod wait;
 pub use backend::{Backend, BackendOptions};
 pub use binary::binary_path;
 pub use client::Echo;
+pub use control_plane::ControlPlane;
 pub use endpoints_file::{EndpointsFile, ServiceEndpoints};
 pub use http1::{Http1Backend, Http1Conn, Http1Echo, Http1Response};
 pub use injector::Injector;

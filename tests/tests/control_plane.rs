@@ -1,0 +1,411 @@
+//! The control plane of `make cluster` (cluster/cluster.sh) is the real one:
+//! kube-apiserver issues and verifies service-account tokens, enforces RBAC
+//! and runs its admission chain; kube-controller-manager's controllers make
+//! ServiceAccounts, root CA ConfigMaps and EndpointSlices. And the script
+//! itself: a second `up` reuses what runs, a killed component is restarted
+//! cleanly, `down` stops every process it started and keeps the data.
+//!
+//! Each test runs a private control plane in a scratch directory (its own
+//! ports), so it neither needs nor disturbs `target/cluster`. The binaries
+//! come from `cluster/build.sh`'s cache; the first run on a machine builds
+//! them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Namespace, Pod, Service,
+    ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+use sidelb_tests::harness::control_plane::{COMPONENTS, ControlPlane};
+use sidelb_tests::harness::wait_until;
+
+/// Bound on each condition the controllers bring about (a busy machine).
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn client_for(kubeconfig: &Kubeconfig) -> Client {
+    let config = Config::from_custom_kubeconfig(kubeconfig.clone(), &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig loads");
+    Client::try_from(config).expect("client")
+}
+
+async fn admin(cluster: &ControlPlane) -> Client {
+    client_for(&Kubeconfig::read_from(cluster.kubeconfig()).expect("admin kubeconfig reads")).await
+}
+
+/// A client that presents `token` as a bearer token, trusting the cluster CA.
+async fn with_token(cluster: &ControlPlane, token: &str) -> Client {
+    let mut kubeconfig = Kubeconfig::read_from(cluster.kubeconfig()).expect("admin kubeconfig");
+    let user = json!({"name": "bearer", "user": {"token": token}});
+    kubeconfig.auth_infos = vec![serde_json::from_value(user).expect("auth info")];
+    if let Some(context) = kubeconfig.contexts[0].context.as_mut() {
+        context.user = Some("bearer".into());
+    }
+    client_for(&kubeconfig).await
+}
+
+/// The HTTP status of a failed request, or 0 if it succeeded.
+fn status_of<T>(result: &Result<T, kube::Error>) -> (u16, String) {
+    match result {
+        Ok(_) => (0, String::new()),
+        Err(kube::Error::Api(status)) => (status.code, status.message.clone()),
+        Err(other) => panic!("expected an API status, got {other:#}"),
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace created");
+}
+
+fn private_cluster() -> ControlPlane {
+    ControlPlane::private().unwrap_or_else(|err| panic!("make cluster: {err:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_issues_tokens_enforces_rbac_and_runs_admission_and_controllers() {
+    let cluster = tokio::task::spawn_blocking(private_cluster)
+        .await
+        .expect("join");
+    let client = admin(&cluster).await;
+
+    // The release cluster/build.sh stamped, as /version reports it.
+    let version = client.apiserver_version().await.expect("/version");
+    assert_eq!(
+        version.git_version,
+        cluster.get("SIDELB_CLUSTER_KUBERNETES_VERSION").unwrap()
+    );
+    assert!(version.git_version.starts_with("v1."), "{version:?}");
+
+    // The namespace's default ServiceAccount and root CA ConfigMap come from
+    // the serviceaccount and root-ca-certificate-publisher controllers.
+    let ns = "shop";
+    create_namespace(&client, ns).await;
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    wait_until("the default ServiceAccount in shop", WAIT, || async {
+        accounts.get_opt("default").await.ok().flatten()
+    })
+    .await
+    .unwrap();
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let root_ca = wait_until("kube-root-ca.crt in shop", WAIT, || async {
+        config_maps.get_opt("kube-root-ca.crt").await.ok().flatten()
+    })
+    .await
+    .unwrap();
+    let ca = std::fs::read_to_string(cluster.get("SIDELB_CLUSTER_CA").unwrap()).unwrap();
+    assert_eq!(root_ca.data.unwrap()["ca.crt"].trim(), ca.trim());
+
+    // A token for a new ServiceAccount, through the TokenRequest API.
+    let reader = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("reader".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    accounts
+        .create(&PostParams::default(), &reader)
+        .await
+        .expect("ServiceAccount created");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![cluster.get("SIDELB_CLUSTER_API_AUDIENCES").unwrap().into()],
+            expiration_seconds: Some(600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request("reader", &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("token status")
+        .token;
+
+    // The token authenticates (403 names the account, not 401), and RBAC
+    // refuses it what no role grants.
+    let as_reader = with_token(&cluster, &token).await;
+    let services_as_reader = Api::<Service>::namespaced(as_reader.clone(), ns);
+    let (code, message) = status_of(&services_as_reader.list(&ListParams::default()).await);
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains("system:serviceaccount:shop:reader") && message.contains("services"),
+        "{message}"
+    );
+
+    // A token whose signature was changed is not accepted at all.
+    let mut forged = token.clone();
+    let last = forged.pop().expect("non-empty token");
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let as_forger = with_token(&cluster, &forged).await;
+    let (code, message) = status_of(
+        &Api::<Service>::namespaced(as_forger, ns)
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_eq!(code, 401, "{message}");
+
+    // Granted by a Role, the same token lists Services.
+    grant_service_reading(&client, ns, "reader").await;
+    wait_until("the Role to let reader list Services", WAIT, || async {
+        services_as_reader.list(&ListParams::default()).await.ok()
+    })
+    .await
+    .unwrap();
+
+    // The ServiceAccount admission plugin mounts a token volume into a pod.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("pod created");
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    let volumes = spec.volumes.unwrap_or_default();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.name.starts_with("kube-api-access-")
+                && v.projected.as_ref().is_some_and(|p| p
+                    .sources
+                    .as_ref()
+                    .is_some_and(|s| s.iter().any(|s| s.service_account_token.is_some())))),
+        "{volumes:?}"
+    );
+
+    // The EndpointSlice controller makes a slice for a Service with a
+    // selector; the mirroring controller mirrors hand-written Endpoints of
+    // one without.
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    for service in [
+        json!({"metadata": {"name": "web"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"name": "grpc", "port": 50051}]}}),
+        json!({"metadata": {"name": "external"},
+               "spec": {"ports": [{"name": "grpc", "port": 50051}]}}),
+    ] {
+        let service: Service = serde_json::from_value(service).unwrap();
+        services
+            .create(&PostParams::default(), &service)
+            .await
+            .expect("Service");
+    }
+    let endpoints = Endpoints {
+        metadata: ObjectMeta {
+            name: Some("external".into()),
+            ..Default::default()
+        },
+        subsets: Some(vec![EndpointSubset {
+            addresses: Some(vec![EndpointAddress {
+                ip: "10.1.2.3".into(),
+                ..Default::default()
+            }]),
+            ports: Some(vec![EndpointPort {
+                name: Some("grpc".into()),
+                port: 8080,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+    };
+    Api::<Endpoints>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &endpoints)
+        .await
+        .expect("Endpoints");
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
+    let web = slice_of(&slices, "web", "endpointslice-controller.k8s.io").await;
+    assert!(web.endpoints.is_empty(), "no pods match app=web: {web:?}");
+    let external = slice_of(
+        &slices,
+        "external",
+        "endpointslicemirroring-controller.k8s.io",
+    )
+    .await;
+    let addresses: Vec<_> = external
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    assert_eq!(addresses, ["10.1.2.3"]);
+    let ports = external.ports.unwrap_or_default();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].port),
+        (Some("grpc"), Some(8080))
+    );
+}
+
+async fn grant_service_reading(client: &Client, ns: &str, account: &str) {
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("service-reader".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["services".into()]),
+            verbs: vec!["get".into(), "list".into()],
+            ..Default::default()
+        }]),
+    };
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("Role");
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("service-reader".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "service-reader".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account.into(),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("RoleBinding");
+}
+
+/// The EndpointSlice of Service `service` written by `manager`, once it exists.
+async fn slice_of(slices: &Api<EndpointSlice>, service: &str, manager: &str) -> EndpointSlice {
+    let selector = format!(
+        "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by={manager}"
+    );
+    wait_until(
+        &format!("an EndpointSlice of {service} by {manager}"),
+        WAIT,
+        || async {
+            let list = slices
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn pids(cluster: &ControlPlane) -> Vec<Option<u32>> {
+    COMPONENTS.iter().map(|c| cluster.pid(c)).collect()
+}
+
+fn run(cluster: &ControlPlane, args: &[&str]) {
+    cluster
+        .script(args)
+        .unwrap_or_else(|err| panic!("cluster/cluster.sh {}: {err:#}", args.join(" ")));
+}
+
+fn alive(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    !status.is_empty()
+        && !status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_reuses_restarts_what_died_and_down_stops_every_process_it_started() {
+    let cluster = tokio::task::spawn_blocking(private_cluster)
+        .await
+        .expect("join");
+    let first = pids(&cluster);
+    assert!(first.iter().all(Option::is_some), "{first:?}");
+    create_namespace(&admin(&cluster).await, "kept").await;
+
+    // A second `up` while everything runs changes nothing.
+    let cluster = tokio::task::spawn_blocking(move || {
+        run(&cluster, &["up"]);
+        cluster
+    })
+    .await
+    .expect("join");
+    assert_eq!(pids(&cluster), first);
+
+    // A killed API server leaves a stale pid file; `up` starts a new one and
+    // leaves etcd and the controller manager alone.
+    let apiserver = first[1].unwrap();
+    // SAFETY: kill(2) on a pid this test's cluster started.
+    unsafe { libc::kill(apiserver as i32, libc::SIGKILL) };
+    wait_until_dead(apiserver).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        run(&cluster, &["up"]);
+        cluster
+    })
+    .await
+    .expect("join");
+    let second = pids(&cluster);
+    assert_eq!((second[0], second[2]), (first[0], first[2]));
+    assert!(second[1].is_some() && second[1] != first[1], "{second:?}");
+    admin(&cluster)
+        .await
+        .apiserver_version()
+        .await
+        .expect("the new API server answers");
+
+    // `down` stops them all and removes env; a second `down` is a no-op.
+    let cluster = tokio::task::spawn_blocking(move || {
+        run(&cluster, &["down"]);
+        run(&cluster, &["down"]);
+        cluster
+    })
+    .await
+    .expect("join");
+    for pid in second.iter().flatten() {
+        assert!(!alive(*pid), "pid {pid} still runs after down");
+    }
+    assert!(!Path::new(&cluster.dir().join("env")).exists());
+
+    // `up` again: the same data (etcd's), so the namespace made before is there.
+    let cluster = tokio::task::spawn_blocking(move || {
+        let mut cluster = cluster;
+        run(&cluster, &["up"]);
+        cluster.reread().map(|()| cluster)
+    })
+    .await
+    .expect("join")
+    .expect("env after up");
+    Api::<Namespace>::all(admin(&cluster).await)
+        .get("kept")
+        .await
+        .expect("the namespace made before down");
+}
+
+async fn wait_until_dead(pid: u32) {
+    wait_until(&format!("pid {pid} to exit"), WAIT, || async {
+        (!alive(pid)).then_some(())
+    })
+    .await
+    .unwrap();
+}
