@@ -22,6 +22,11 @@ pub const READY_PATH: &str = "/ready";
 pub const METRICS_PATH: &str = "/metrics";
 pub const ENDPOINTS_PATH: &str = "/endpoints";
 
+/// The admin paths that answer anyone who reaches the port (the kubelet,
+/// Prometheus). Every other path, present or added later, answers only
+/// clients on loopback: 403 otherwise.
+pub const ADMIN_PUBLIC_PATHS: &[&str] = &[LIVE_PATH, READY_PATH, METRICS_PATH];
+
 /// Label (on a namespace or a pod) and annotation (on a pod) that select injection.
 pub const INJECT: &str = "sidelb.io/inject";
 pub const INJECT_ENABLED: &str = "enabled";

@@ -4,7 +4,10 @@
 //! a path with a query (`/mutate?timeout=10s`), so requests are routed on the
 //! path alone and both protocols are served on one port. Each connection runs
 //! in its own task; a slow or broken client costs one task, bounded by the
-//! handshake and header timeouts, and never the server.
+//! handshake, header and idle timeouts and the connection cap
+//! ([`sidelb_serve`]: at the cap a new connection displaces the longest-idle
+//! one, so held-open connections cannot keep the kubelet's probes or
+//! kube-apiserver out), and never the server.
 //!
 //! Errors the server answers itself are `meta/v1` Status documents, the shape
 //! kube-apiserver reads a failed webhook call's reason from.
@@ -17,10 +20,11 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde_json::json;
 use sidelb_config::names;
+use sidelb_serve::{Admitted, Connections};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,6 +45,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections open at once: each kube-apiserver keeps a few, the
+/// kubelet probes on a new one each time.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A connection with no review in flight for this long is closed (GOAWAY
+/// first on HTTP/2, which kube-apiserver's client reconnects after).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every request handler shares.
 pub struct App {
@@ -57,12 +67,20 @@ pub async fn serve(
 ) {
     let (closing, closed) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let open = Connections::new(MAX_CONNECTIONS);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    let job = connection(tcp, peer, tls.clone(), app.clone(), closed.clone());
+                    let admitted = match open.admit() {
+                        Ok(admitted) => admitted,
+                        Err(busy) => {
+                            tracing::warn!(%peer, "{busy}");
+                            continue;
+                        }
+                    };
+                    let job = connection(tcp, peer, admitted, tls.clone(), app.clone(), closed.clone());
                     connections.spawn(job);
                 }
                 Err(e) => {
@@ -89,14 +107,21 @@ pub async fn serve(
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
+    admitted: Admitted,
     tls: TlsAcceptor,
     app: Arc<App>,
     mut closed: watch::Receiver<bool>,
 ) {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        () = admitted.displaced() => {
+            return tracing::debug!(%peer, "closed during the TLS handshake to make room at the connection cap");
+        }
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -107,21 +132,13 @@ async fn connection(
         let app = app.clone();
         async move { Ok::<_, Infallible>(route(&app, req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
     let closing = async move {
         let _ = closed.wait_for(|closed| *closed).await;
     };
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = closing => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
+    let ended =
+        sidelb_serve::serve_connection(&builder, stream, service, admitted, IDLE_TIMEOUT, closing)
+            .await;
+    tracing::debug!(%peer, "connection {ended}");
 }
 
 async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -6,6 +6,21 @@
 //!   upstream (and the endpoints file was read), 503 with the reason before.
 //! - `/metrics`: Prometheus text.
 //! - `/endpoints`: JSON, every service and the state of each endpoint.
+//!
+//! The injected sidecar's admin port listens on the pod IP so that the
+//! kubelet can probe it, which makes it reachable by every pod in the
+//! cluster. Only the paths in [`names::ADMIN_PUBLIC_PATHS`] answer
+//! everyone; every other path, `/endpoints` and any control path added
+//! later, answers only clients on loopback (the pod's own containers, and
+//! `kubectl port-forward`), and 403 with the way in to anyone else. The
+//! check is on the path before any route, so a new route is loopback-only
+//! unless it is added to that list.
+//!
+//! Connections are bounded as for every server of sidelb's own
+//! ([`sidelb_serve`]): a cap that displaces the longest-idle connection,
+//! an idle timeout and the header read timeout, so held-open connections
+//! neither exhaust the file descriptors the data path shares nor keep the
+//! kubelet's probes out.
 
 use crate::balancer::{Balancers, Pool, Resolution};
 use crate::endpoint::{ConnState, Endpoint};
@@ -15,13 +30,22 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
 use sidelb_config::{exposition, names};
+use sidelb_serve::Connections;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// Most connections open on the admin port: the kubelet's probes (a new
+/// connection each), a scraper or two and a port-forward need a handful.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection with no request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Admin {
     pub balancers: Arc<Balancers>,
@@ -29,24 +53,61 @@ pub struct Admin {
     pub balancer_name: &'static str,
     /// `Err(reason)` until the proxy is ready.
     pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// For the way to reach a loopback-only path from outside the pod.
+    pub pod_name: String,
+    pub pod_namespace: String,
+    /// Also how long a connection may take to send a request head.
+    pub header_read_timeout: Duration,
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    let connections = Connections::new(MAX_CONNECTIONS);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(admin.header_read_timeout);
+    let builder = Arc::new(builder);
+    let admin_port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(names::ADMIN_PORT);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
+        let admitted = match connections.admit() {
+            Ok(admitted) => admitted,
+            Err(busy) => {
+                tracing::debug!(%peer, "admin: {busy}");
+                continue;
+            }
+        };
         let admin = admin.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(&req)) }
+                async move { Ok::<_, Infallible>(admin.handle(&req, peer, admin_port)) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let ended = sidelb_serve::serve_connection(
+                &builder,
+                stream,
+                service,
+                admitted,
+                IDLE_TIMEOUT,
+                std::future::pending(),
+            )
+            .await;
+            tracing::trace!(%peer, "admin connection {ended}");
         });
     }
+}
+
+/// Whether `peer` may use `path`: the public paths answer everyone, the
+/// rest only loopback clients (an IPv4-mapped IPv6 loopback included).
+pub fn allowed(path: &str, peer: SocketAddr) -> bool {
+    names::ADMIN_PUBLIC_PATHS.contains(&path) || peer.ip().to_canonical().is_loopback()
 }
 
 fn text(
@@ -66,8 +127,21 @@ fn text(
 const PLAIN: &str = "text/plain; charset=utf-8";
 
 impl Admin {
-    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        match req.uri().path() {
+    fn handle(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+        admin_port: u16,
+    ) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if !allowed(path, peer) {
+            return text(
+                StatusCode::FORBIDDEN,
+                self.loopback_only(path, peer.ip(), admin_port),
+                PLAIN,
+            );
+        }
+        match path {
             names::LIVE_PATH => text(StatusCode::OK, "live\n", PLAIN),
             names::READY_PATH => match (self.ready)() {
                 Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
@@ -96,6 +170,22 @@ impl Admin {
                 PLAIN,
             ),
         }
+    }
+
+    fn loopback_only(&self, path: &str, peer: std::net::IpAddr, port: u16) -> String {
+        let pod = if self.pod_name.is_empty() {
+            "POD".to_owned()
+        } else {
+            self.pod_name.clone()
+        };
+        format!(
+            "forbidden: {path} answers only clients on loopback, and this one is {peer}.\n\
+             From outside the pod: kubectl port-forward -n {ns} pod/{pod} {port}, then \
+             GET http://localhost:{port}{path}\n\
+             Open to every client: {public}\n",
+            ns = self.pod_namespace,
+            public = names::ADMIN_PUBLIC_PATHS.join(", "),
+        )
     }
 
     fn refresh_gauges(&self, m: &Metrics) {

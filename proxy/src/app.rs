@@ -105,6 +105,9 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         balancer_name: config.balancer.name(),
         ready: Box::new(ready),
+        pod_name: config.pod_name.clone(),
+        pod_namespace: config.pod_namespace.clone(),
+        header_read_timeout: config.header_read_timeout,
     });
     tokio::spawn(admin::serve(admin_listener, admin));
     for (listener, route) in listeners {

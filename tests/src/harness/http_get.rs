@@ -83,7 +83,9 @@ pub async fn get_https(
         .with_context(|| format!("GET {url}: no answer within {GET_TIMEOUT:?}"))?
 }
 
-async fn get_on(
+/// GETs `path` on an open connection to `addr` (one the caller made, in a
+/// network namespace of its own, say).
+pub async fn get_on(
     stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
     url: &str,
     addr: SocketAddr,

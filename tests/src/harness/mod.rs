@@ -23,6 +23,8 @@
 //! - [`Kubectl`]: the real `kubectl` against a kubeconfig, in its own scratch dir.
 //! - [`ControlPlane`]: the real control plane of `make cluster` (kube-apiserver,
 //!   kube-controller-manager, etcd), a private one or the running one.
+//! - [`PodNet`]: a pod's network namespace and an outside one, to tell a
+//!   loopback client from one that reaches the pod IP.
 //! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
 //! - [`Process`]: the guard under all of these: killed on drop, logs kept and
 //!   printed when a test fails.
@@ -77,6 +79,7 @@ pub mod injector;
 pub mod kubectl;
 pub mod load;
 pub mod metrics;
+pub mod netns;
 pub mod open_call;
 pub mod ports;
 pub mod process;
@@ -99,6 +102,7 @@ pub use http1::{Http1Backend, Http1Conn, Http1Echo, Http1Response};
 pub use injector::Injector;
 pub use kubectl::{Kubectl, kubectl_present};
 pub use load::{Load, LoadLimits};
+pub use netns::PodNet;
 pub use open_call::OpenCall;
 pub use process::Process;
 pub use proxy::{Proxy, ProxyOptions};

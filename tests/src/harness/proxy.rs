@@ -11,6 +11,7 @@
 use super::binary::{PROXY_BIN, binary_path};
 use super::client::{self, Echo};
 use super::endpoints_file::EndpointsFile;
+use super::netns::{PodNet, Side};
 use super::ports::free_local_addr;
 use super::process::Process;
 use super::{http_get, wait};
@@ -19,7 +20,9 @@ use sidelb_config::names::{ENDPOINTS_PATH, METRICS_PATH, READY_PATH};
 use sidelb_config::settings;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, ExitStatus};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bound on the proxy becoming ready.
@@ -43,6 +46,8 @@ pub struct ProxyOptions {
     upstreams: Vec<String>,
     /// [`Proxy::spawn`] returns once the admin server answers, ready or not.
     unready: bool,
+    /// The pod network the proxy runs in, if not the test's own.
+    pod: Option<Arc<PodNet>>,
 }
 
 impl ProxyOptions {
@@ -76,6 +81,14 @@ impl ProxyOptions {
         self.unready = true;
         self
     }
+
+    /// Runs the proxy inside `pod`'s network namespace; the harness then
+    /// reaches its admin server as the pod's own containers do, on loopback
+    /// ([`Proxy::admin_get`]).
+    pub fn in_pod(mut self, pod: Arc<PodNet>) -> Self {
+        self.pod = Some(pod);
+        self
+    }
 }
 
 /// A running, ready `sidelb-proxy`; killed when dropped.
@@ -85,6 +98,7 @@ pub struct Proxy {
     outbound: SocketAddr,
     admin: SocketAddr,
     upstreams: BTreeMap<String, SocketAddr>,
+    pod: Option<Arc<PodNet>>,
 }
 
 impl Proxy {
@@ -108,6 +122,7 @@ impl Proxy {
 
     async fn spawn_once(options: ProxyOptions) -> Result<Proxy> {
         let unready = options.unready;
+        let pod = options.pod.clone();
         let Prepared {
             command,
             env,
@@ -124,13 +139,14 @@ impl Proxy {
         };
         let readiness = wait::wait_until(wanted, READY_TIMEOUT, || {
             let exited = process.try_wait().ok().flatten();
+            let pod = pod.clone();
             async move {
                 if let Some(status) = exited {
                     return Some(Err(anyhow!(
                         "the proxy exited before it was ready: {status}"
                     )));
                 }
-                match http_get::get(admin, READY_PATH).await {
+                match admin_get(pod.as_deref(), admin, READY_PATH).await {
                     Ok((status, _)) if status.is_success() || unready => Some(Ok(())),
                     _ => None,
                 }
@@ -145,6 +161,7 @@ impl Proxy {
             outbound,
             admin,
             upstreams,
+            pod,
         })
     }
 
@@ -176,9 +193,10 @@ impl Proxy {
         }
     }
 
-    /// GETs `path` from the admin server.
+    /// GETs `path` from the admin server, from loopback (inside the pod
+    /// for a proxy started [`ProxyOptions::in_pod`]).
     pub async fn admin_get(&self, path: &str) -> Result<(::http::StatusCode, String)> {
-        http_get::get(self.admin, path).await
+        admin_get(self.pod.as_deref(), self.admin, path).await
     }
 
     /// `/endpoints`, parsed.
@@ -285,6 +303,28 @@ impl Proxy {
     }
 }
 
+/// GETs `path` from the admin server at `admin`, from the pod's loopback
+/// when the proxy runs in `pod`.
+async fn admin_get(
+    pod: Option<&PodNet>,
+    admin: SocketAddr,
+    path: &str,
+) -> Result<(::http::StatusCode, String)> {
+    let Some(pod) = pod else {
+        return http_get::get(admin, path).await;
+    };
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), admin.port());
+    let exchange = async {
+        let stream = pod.connect(Side::Pod, loopback).await?;
+        let url = format!("http://{loopback}{path} (in the pod)");
+        http_get::get_on(stream, &url, loopback, path, &[]).await
+    };
+    let (status, _, body) = tokio::time::timeout(http_get::GET_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("GET {path} in the pod: no answer"))??;
+    Ok((status, body))
+}
+
 /// The command that starts a proxy with `options`, and the addresses it will use.
 struct Prepared {
     command: Command,
@@ -310,7 +350,10 @@ fn prepare(options: ProxyOptions) -> Result<Prepared> {
         env.insert(settings::UPSTREAMS.to_string(), listed.join(","));
     }
 
-    let mut command = Command::new(binary_path(PROXY_BIN)?);
+    let mut command = match &options.pod {
+        Some(pod) => pod.command(binary_path(PROXY_BIN)?),
+        None => Command::new(binary_path(PROXY_BIN)?),
+    };
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if SCRUBBED_PREFIXES.iter().any(|p| name.starts_with(p)) {
