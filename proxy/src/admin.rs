@@ -37,7 +37,6 @@ use sidelb_serve::Connections;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -190,8 +189,8 @@ impl Admin {
 
     fn refresh_gauges(&self, m: &Metrics) {
         for pool in self.balancers.pools() {
+            pool.sweep_ejections();
             let endpoints = pool.endpoints();
-            pool.shared.outlier.sweep(endpoints.iter());
             let mut counts = std::collections::BTreeMap::new();
             for ep in endpoints.iter() {
                 *counts.entry(state_of(ep)).or_insert(0i64) += 1;
@@ -288,16 +287,16 @@ pub struct EndpointView {
 }
 
 fn service_view(pool: &Pool) -> ServiceView {
+    pool.sweep_ejections();
     let endpoints = pool.endpoints();
-    pool.shared.outlier.sweep(endpoints.iter());
     let (resolution, message) = match pool.resolution() {
         Resolution::Pending => ("pending", None),
         Resolution::Resolved => ("resolved", None),
         Resolution::NoService(why) => ("no-service", Some(why)),
     };
-    let key = &pool.shared.key;
+    let key = pool.key();
     let now = now_us();
-    let slow_start = pool.shared.config.slow_start.map(us);
+    let slow_start = pool.config().slow_start.map(us);
     ServiceView {
         service: pool.name().to_owned(),
         name: key.name.clone(),
@@ -306,7 +305,7 @@ fn service_view(pool: &Pool) -> ServiceView {
         resolution,
         message,
         in_flight: pool.in_flight(),
-        ejected: pool.shared.outlier.ejected(),
+        ejected: pool.ejected(),
         endpoints: endpoints
             .iter()
             .chain(pool.draining().iter())
@@ -316,7 +315,7 @@ fn service_view(pool: &Pool) -> ServiceView {
 }
 
 fn endpoint_view(ep: &Endpoint, now: u64, slow_start_us: Option<u64>) -> EndpointView {
-    let until = ep.health.ejected_until_us.load(Relaxed);
+    let health = ep.health_view(now);
     let slow_start_ends = match (slow_start_us, ep.slow_start_from_us()) {
         (Some(window), from) if from != 0 => from + window,
         _ => 0,
@@ -326,15 +325,15 @@ fn endpoint_view(ep: &Endpoint, now: u64, slow_start_us: Option<u64>) -> Endpoin
         name: ep.name(),
         state: state_of(ep),
         connection: ep.state().name(),
-        connections: ep.conns.len(),
+        connections: ep.connections(),
         in_flight: ep.in_flight(),
-        ewma_ms: (ep.ewma.estimate(now) / 1000.0 * 1000.0).round() / 1000.0,
+        ewma_ms: (ep.latency_estimate(now) / 1000.0 * 1000.0).round() / 1000.0,
         requests: ep.requests(),
         failures: ep.failures(),
-        consecutive_failures: ep.health.consecutive_failures.load(Relaxed),
-        ejections: ep.health.ejections.load(Relaxed),
-        ejected_for_ms: (until != 0).then(|| until.saturating_sub(now) / 1000),
-        ejection_ms: (until != 0).then(|| ep.health.ejection_us.load(Relaxed) / 1000),
+        consecutive_failures: health.consecutive_failures,
+        ejections: health.ejections,
+        ejected_for_ms: health.ejected_for_us.map(|us| us / 1000),
+        ejection_ms: health.ejection_us.map(|us| us / 1000),
         slow_start_ms: (slow_start_ends > now).then(|| (slow_start_ends - now) / 1000),
         last_error: (ep.state() != ConnState::Ready)
             .then(|| ep.last_error())

@@ -12,39 +12,16 @@ pub mod pick;
 pub mod pool;
 
 use crate::discovery::Discover;
-use crate::metrics::{Metrics, ServiceLabels};
+use crate::metrics::Metrics;
 use crate::time::{now_us, us};
-use outlier::Outlier;
-pub use pool::{Admission, NoEndpoint, Pool, Resolution};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
+pub use pick::Protocol;
+pub use pool::{Admission, NoEndpoint, Overloaded, Pool, Resolution};
 use sidelb_config::{ProxyConfig, ServiceKey};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 pub const IDLE_POOL_TTL: Duration = Duration::from_secs(600);
-
-/// What a pool's endpoints share.
-pub struct PoolShared {
-    pub key: ServiceKey,
-    /// `svc.ns:port`, for messages and labels.
-    pub name: Arc<str>,
-    /// Signalled when endpoints or their states change.
-    pub changed: Notify,
-    pub metrics: Arc<Metrics>,
-    pub outlier: Outlier,
-    pub config: Arc<ProxyConfig>,
-    /// The discovery source, for messages.
-    pub source_name: String,
-    pub duration: Histogram,
-    pub retries: Counter,
-    pub retries_over_budget: Counter,
-    pub overloaded: Counter,
-    pub discovery_updates: Counter,
-}
 
 pub struct Balancers {
     pools: RwLock<HashMap<ServiceKey, Arc<PoolEntry>>>,
@@ -98,7 +75,7 @@ impl Balancers {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
         {
-            entry.pool.pinned.store(false, Relaxed);
+            entry.pool.set_pinned(false);
         }
     }
 
@@ -136,35 +113,21 @@ impl Balancers {
         let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = pools.get(key) {
             if pinned {
-                entry.pool.pinned.store(true, Relaxed);
+                entry.pool.set_pinned(true);
             }
             return entry.pool.clone();
         }
-        let name: Arc<str> = key.to_string().into();
-        let labels = ServiceLabels {
-            service: name.to_string(),
-        };
-        let m = &self.metrics;
-        let shared = Arc::new(PoolShared {
-            key: key.clone(),
-            changed: Notify::new(),
-            metrics: m.clone(),
-            outlier: Outlier::new(&self.config),
-            config: self.config.clone(),
-            source_name: self.discover.describe(),
-            duration: m.request_duration.get_or_create(&labels).clone(),
-            retries: m.retries.get_or_create(&labels).clone(),
-            retries_over_budget: m.retries_over_budget.get_or_create(&labels).clone(),
-            overloaded: m.overloaded.get_or_create(&labels).clone(),
-            discovery_updates: m.discovery_updates.get_or_create(&labels).clone(),
-            name,
-        });
-        let pool = Arc::new(Pool::new(shared, pinned));
+        let pool = Arc::new(Pool::new(
+            key.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
+            self.discover.describe(),
+            pinned,
+        ));
         let mut updates = self.discover.subscribe(key);
         let subscriber = pool.clone();
         let subscription = tokio::spawn(async move {
             while let Some(update) = updates.recv().await {
-                subscriber.shared.discovery_updates.inc();
                 subscriber.apply(update);
             }
         })
@@ -182,7 +145,7 @@ impl Balancers {
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<_> = pools.values().map(|e| e.pool.clone()).collect();
-        out.sort_by(|a, b| a.shared.key.cmp(&b.shared.key));
+        out.sort_by(|a, b| a.key().cmp(b.key()));
         out
     }
 
@@ -203,9 +166,8 @@ impl Balancers {
         let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
         let before = pools.len();
         pools.retain(|_, e| {
-            let idle = !e.pool.is_pinned()
-                && e.pool.in_flight() == 0
-                && e.pool.last_used_us.load(Relaxed) < cutoff;
+            let idle =
+                !e.pool.is_pinned() && e.pool.in_flight() == 0 && e.pool.last_used_us() < cutoff;
             if idle {
                 tracing::info!(
                     service = e.pool.name(),

@@ -18,125 +18,445 @@
 
 use super::outlier::Outlier;
 use crate::endpoint::{ConnState, Endpoint};
+use fastrand::Rng;
 use sidelb_config::Balancer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 const SAMPLE_TRIES: usize = 3;
 
+/// How the request will reach the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Over the endpoint's HTTP/2 connection, which must be up.
+    Http2,
+    /// On a connection of its own: it only avoids endpoints that refuse
+    /// connections (the endpoint may speak no HTTP/2).
+    Http1,
+}
+
+/// Everything a choice depends on besides the endpoints.
 pub struct PickContext<'a> {
     pub kind: Balancer,
     pub now_us: u64,
+    pub protocol: Protocol,
+    /// An endpoint this request must not go to (it refused it already).
     pub exclude: Option<&'a Endpoint>,
     pub outlier: &'a Outlier,
     /// Slow-start window; endpoints added less than this ago weigh less.
     pub slow_start_us: Option<u64>,
+    /// The round-robin position.
     pub next: &'a AtomicUsize,
-    /// Use ejected endpoints (when nothing else is left).
-    pub allow_ejected: bool,
-    /// The request goes over the endpoint's HTTP/2 connection, which must be
-    /// up. An HTTP/1.1 request opens its own connection: it only avoids
-    /// endpoints that refuse connections (the endpoint may speak no HTTP/2).
-    pub http2: bool,
 }
 
-impl PickContext<'_> {
+/// A usable endpoint for one request, or `None` when there is none.
+/// Ejected endpoints are chosen only when no other is usable.
+pub fn pick(
+    endpoints: &[Arc<Endpoint>],
+    cx: &PickContext<'_>,
+    rng: &mut Rng,
+) -> Option<Arc<Endpoint>> {
+    Choice {
+        cx,
+        allow_ejected: false,
+    }
+    .pick(endpoints, rng)
+    .or_else(|| {
+        Choice {
+            cx,
+            allow_ejected: true,
+        }
+        .pick(endpoints, rng)
+    })
+}
+
+/// One pass over the endpoints: with or without the ejected ones.
+struct Choice<'c, 'a> {
+    cx: &'c PickContext<'a>,
+    allow_ejected: bool,
+}
+
+impl Choice<'_, '_> {
     fn usable(&self, ep: &Endpoint) -> bool {
-        let reachable = if self.http2 {
-            ep.is_ready()
-        } else {
-            ep.state() != ConnState::Down
+        let cx = self.cx;
+        let reachable = match cx.protocol {
+            Protocol::Http2 => ep.is_ready(),
+            Protocol::Http1 => ep.state() != ConnState::Down,
         };
         reachable
-            && !self.exclude.is_some_and(|x| std::ptr::eq(x, ep))
-            && (self.allow_ejected || !self.outlier.is_out(ep, self.now_us))
-    }
-
-    /// 0 < weight ≤ 1: how much of a full share the endpoint may take now.
-    fn weight(&self, ep: &Endpoint) -> f64 {
-        match (self.slow_start_us, ep.slow_start_from_us()) {
-            (Some(window), from) if from != 0 => {
-                let age = self.now_us.saturating_sub(from) as f64;
-                (age / window as f64).clamp(0.05, 1.0)
-            }
-            _ => 1.0,
-        }
+            && !cx.exclude.is_some_and(|x| std::ptr::eq(x, ep))
+            && (self.allow_ejected || !cx.outlier.is_out(ep, cx.now_us))
     }
 
     /// One of two usable endpoints, by cost.
-    fn choose<'e>(&self, a: &'e Arc<Endpoint>, b: &'e Arc<Endpoint>) -> &'e Arc<Endpoint> {
-        let (ca, cb) = (self.cost(a), self.cost(b));
-        let take_a = match self.kind {
-            Balancer::P2cEwma => fastrand::f64() * (ca + cb) < cb,
-            _ if ca == cb => fastrand::bool(),
+    fn choose<'e>(
+        &self,
+        a: &'e Arc<Endpoint>,
+        b: &'e Arc<Endpoint>,
+        rng: &mut Rng,
+    ) -> &'e Arc<Endpoint> {
+        let (ca, cb) = (cost(self.cx, a), cost(self.cx, b));
+        let take_a = match self.cx.kind {
+            Balancer::P2cEwma => rng.f64() * (ca + cb) < cb,
+            _ if ca == cb => rng.bool(),
             _ => ca < cb,
         };
         if take_a { a } else { b }
     }
 
-    fn cost(&self, ep: &Endpoint) -> f64 {
-        let load = (ep.in_flight() + 1) as f64;
-        let cost = match self.kind {
-            Balancer::P2cEwma => {
-                // An endpoint that has left requests unanswered for longer
-                // than its estimate is at least that slow now.
-                let stalled = ep.stalled_us(self.now_us) as f64;
-                ep.ewma.estimate(self.now_us).max(stalled).max(1.0) * load
+    fn pick(&self, endpoints: &[Arc<Endpoint>], rng: &mut Rng) -> Option<Arc<Endpoint>> {
+        match endpoints.len() {
+            0 => None,
+            1 => self.usable(&endpoints[0]).then(|| endpoints[0].clone()),
+            _ => match self.cx.kind {
+                Balancer::RoundRobin => self.round_robin(endpoints, rng),
+                Balancer::P2cEwma | Balancer::LeastRequest => self.two_choices(endpoints, rng),
+            },
+        }
+    }
+
+    fn two_choices(&self, eps: &[Arc<Endpoint>], rng: &mut Rng) -> Option<Arc<Endpoint>> {
+        let n = eps.len();
+        for _ in 0..SAMPLE_TRIES {
+            let i = rng.usize(..n);
+            let mut j = rng.usize(..n - 1);
+            if j >= i {
+                j += 1;
             }
-            _ => load,
+            let (a, b) = (&eps[i], &eps[j]);
+            let chosen = match (self.usable(a), self.usable(b)) {
+                (true, true) => self.choose(a, b, rng),
+                (true, false) => a,
+                (false, true) => b,
+                (false, false) => continue,
+            };
+            return Some(chosen.clone());
+        }
+        eps.iter()
+            .filter(|ep| self.usable(ep))
+            .min_by(|a, b| cost(self.cx, a).total_cmp(&cost(self.cx, b)))
+            .cloned()
+    }
+
+    fn round_robin(&self, eps: &[Arc<Endpoint>], rng: &mut Rng) -> Option<Arc<Endpoint>> {
+        let n = eps.len();
+        let start = self.cx.next.fetch_add(1, Relaxed);
+        let mut fallback = None;
+        for k in 0..n {
+            let ep = &eps[(start + k) % n];
+            if !self.usable(ep) {
+                continue;
+            }
+            let weight = weight(self.cx, ep);
+            if weight >= 1.0 || rng.f64() < weight {
+                return Some(ep.clone());
+            }
+            fallback.get_or_insert(ep);
+        }
+        fallback.cloned()
+    }
+}
+
+/// 0 < weight ≤ 1: how much of a full share `ep` may take now.
+fn weight(cx: &PickContext<'_>, ep: &Endpoint) -> f64 {
+    match (cx.slow_start_us, ep.slow_start_from_us()) {
+        (Some(window), from) if from != 0 => {
+            let age = cx.now_us.saturating_sub(from) as f64;
+            (age / window as f64).clamp(0.05, 1.0)
+        }
+        _ => 1.0,
+    }
+}
+
+/// What sending one more request to `ep` costs; lower is better.
+fn cost(cx: &PickContext<'_>, ep: &Endpoint) -> f64 {
+    let load = (ep.in_flight() + 1) as f64;
+    let cost = match cx.kind {
+        Balancer::P2cEwma => {
+            // An endpoint that has left requests unanswered for longer
+            // than its estimate is at least that slow now.
+            let stalled = ep.stalled_us(cx.now_us) as f64;
+            ep.latency_estimate(cx.now_us).max(stalled).max(1.0) * load
+        }
+        _ => load,
+    };
+    cost / weight(cx, ep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{InFlight, ServiceContext};
+    use crate::metrics::Metrics;
+    use fastrand::Rng;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+    use sidelb_config::ProxyConfig;
+    use std::time::Duration;
+
+    const NOW: u64 = 10_000_000;
+    const KINDS: [Balancer; 3] = [
+        Balancer::P2cEwma,
+        Balancer::LeastRequest,
+        Balancer::RoundRobin,
+    ];
+
+    /// Endpoints of one service and the outlier detection they share.
+    struct Fixture {
+        service: Arc<ServiceContext>,
+        outlier: Outlier,
+        next: AtomicUsize,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let mut config = ProxyConfig::defaults();
+            config.ejection_failures = 1;
+            config.ejection_max_percent = 100;
+            config.ejection_base_time = Duration::from_secs(60);
+            let metrics = Arc::new(Metrics::new());
+            let outlier = Outlier::new(&config, metrics.clone(), Default::default());
+            outlier.set_size(100);
+            Fixture {
+                service: Arc::new(ServiceContext {
+                    name: "svc.ns:80".into(),
+                    metrics: metrics.clone(),
+                    changed: Default::default(),
+                }),
+                outlier,
+                next: AtomicUsize::new(0),
+            }
+        }
+
+        /// A ready endpoint whose latency estimate is `rtt_us` at [`NOW`].
+        fn endpoint(&self, i: usize, rtt_us: f64) -> Arc<Endpoint> {
+            self.endpoint_added(i, rtt_us, None)
+        }
+
+        /// As [`Self::endpoint`], in slow start since `from` when given.
+        fn endpoint_added(&self, i: usize, rtt_us: f64, from: Option<u64>) -> Arc<Endpoint> {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16));
+            let ep = Endpoint::new(
+                addr,
+                None,
+                rtt_us,
+                self.service.clone(),
+                from.is_some(),
+                from.unwrap_or(NOW),
+            );
+            if from.is_some() {
+                // The estimate, made at `from`, is restated at NOW.
+                ep.observe_latency(rtt_us, NOW);
+            }
+            ep.set_state(ConnState::Ready, None);
+            ep
+        }
+
+        fn eject(&self, ep: &Endpoint) {
+            self.outlier.on_failure(ep, NOW);
+            assert!(ep.is_ejected());
+        }
+
+        fn cx(&self, kind: Balancer) -> PickContext<'_> {
+            PickContext {
+                kind,
+                now_us: NOW,
+                protocol: Protocol::Http2,
+                exclude: None,
+                outlier: &self.outlier,
+                slow_start_us: Some(1_000_000),
+                next: &self.next,
+            }
+        }
+    }
+
+    fn load(ep: &Arc<Endpoint>, n: usize) -> Vec<InFlight> {
+        (0..n).map(|_| ep.start_request()).collect()
+    }
+
+    /// How often each endpoint is picked in `draws` picks.
+    fn shares(eps: &[Arc<Endpoint>], cx: &PickContext<'_>, seed: u64, draws: usize) -> Vec<f64> {
+        let mut rng = Rng::with_seed(seed);
+        let mut counts = vec![0usize; eps.len()];
+        for _ in 0..draws {
+            let ep = pick(eps, cx, &mut rng).expect("an endpoint");
+            let i = eps.iter().position(|e| Arc::ptr_eq(e, &ep)).unwrap();
+            counts[i] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / draws as f64).collect()
+    }
+
+    /// Properties are explored from a fixed seed: every run checks the same cases.
+    fn config() -> Config {
+        Config {
+            cases: 128,
+            rng_seed: RngSeed::Fixed(0x5eed),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// p2c-ewma takes each of two endpoints with probability inversely
+        /// proportional to its cost, latency × (in-flight + 1).
+        #[test]
+        fn p2c_ewma_shares_are_inverse_to_cost(
+            rtt_a in 100.0..100_000.0f64,
+            rtt_b in 100.0..100_000.0f64,
+            load_a in 0usize..4,
+            load_b in 0usize..4,
+            seed: u64,
+        ) {
+            let f = Fixture::new();
+            let eps = [f.endpoint(0, rtt_a), f.endpoint(1, rtt_b)];
+            let _held = (load(&eps[0], load_a), load(&eps[1], load_b));
+            let (ca, cb) = (rtt_a * (load_a + 1) as f64, rtt_b * (load_b + 1) as f64);
+            let share_a = shares(&eps, &f.cx(Balancer::P2cEwma), seed, 4000)[0];
+            let expected = cb / (ca + cb);
+            prop_assert!((share_a - expected).abs() < 0.04, "{share_a} vs {expected}");
+        }
+
+        /// Whatever is down, ejected or excluded: a pick is usable, never
+        /// ejected while a usable endpoint is not, and `None` only when
+        /// nothing is usable at all.
+        #[test]
+        fn ejected_endpoints_only_when_nothing_else_is_left(
+            states in prop::collection::vec((any::<bool>(), any::<bool>()), 1..8),
+            exclude in any::<prop::sample::Index>(),
+            kind in prop::sample::select(KINDS.to_vec()),
+            protocol in prop::sample::select(vec![Protocol::Http1, Protocol::Http2]),
+            seed: u64,
+        ) {
+            let f = Fixture::new();
+            let eps: Vec<_> = states
+                .iter()
+                .enumerate()
+                .map(|(i, &(down, ejected))| {
+                    let ep = f.endpoint(i, 1000.0);
+                    if down {
+                        ep.set_state(ConnState::Down, None);
+                    }
+                    if ejected {
+                        f.eject(&ep);
+                    }
+                    ep
+                })
+                .collect();
+            let excluded = &eps[exclude.index(eps.len())];
+            let mut cx = f.cx(kind);
+            cx.protocol = protocol;
+            cx.exclude = Some(excluded);
+            let reachable = |ep: &&Arc<Endpoint>| {
+                ep.state() != ConnState::Down && !Arc::ptr_eq(ep, excluded)
+            };
+            let any_reachable = eps.iter().any(|ep| reachable(&ep));
+            let any_in_rotation = eps.iter().filter(reachable).any(|ep| !ep.is_ejected());
+            let mut rng = Rng::with_seed(seed);
+            for _ in 0..20 {
+                match pick(&eps, &cx, &mut rng) {
+                    None => prop_assert!(!any_reachable),
+                    Some(ep) => {
+                        prop_assert!(reachable(&&ep));
+                        prop_assert!(!any_in_rotation || !ep.is_ejected());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn least_request_takes_the_less_loaded_of_two() {
+        let f = Fixture::new();
+        let eps = [f.endpoint(0, 1000.0), f.endpoint(1, 1_000_000.0)];
+        let _held = load(&eps[0], 2);
+        let share = shares(&eps, &f.cx(Balancer::LeastRequest), 7, 200);
+        assert_eq!(share, [0.0, 1.0], "latency does not count, in-flight does");
+        let _more = load(&eps[1], 2);
+        let share = shares(&eps, &f.cx(Balancer::LeastRequest), 7, 2000);
+        assert!((share[0] - 0.5).abs() < 0.05, "ties are split: {share:?}");
+    }
+
+    #[test]
+    fn round_robin_takes_usable_endpoints_in_turn() {
+        let f = Fixture::new();
+        let eps: Vec<_> = (0..4).map(|i| f.endpoint(i, 1000.0)).collect();
+        eps[2].set_state(ConnState::Connecting, None);
+        let cx = f.cx(Balancer::RoundRobin);
+        let mut rng = Rng::with_seed(1);
+        let order: Vec<u16> = (0..6)
+            .map(|_| pick(&eps, &cx, &mut rng).unwrap().addr.port() - 1000)
+            .collect();
+        assert_eq!(order, [0, 1, 3, 3, 0, 1]);
+    }
+
+    #[test]
+    fn http1_requests_use_endpoints_without_http2_but_not_down_ones() {
+        let f = Fixture::new();
+        let no_http2 = f.endpoint(0, 1000.0);
+        no_http2.set_state(ConnState::NoHttp2, None);
+        let down = f.endpoint(1, 1000.0);
+        down.set_state(ConnState::Down, None);
+        let eps = [no_http2.clone(), down];
+        let mut cx = f.cx(Balancer::P2cEwma);
+        let mut rng = Rng::with_seed(3);
+        assert!(
+            pick(&eps, &cx, &mut rng).is_none(),
+            "HTTP/2 needs a ready connection"
+        );
+        cx.protocol = Protocol::Http1;
+        for _ in 0..20 {
+            assert!(Arc::ptr_eq(&pick(&eps, &cx, &mut rng).unwrap(), &no_http2));
+        }
+    }
+
+    #[test]
+    fn slow_start_weight_grows_with_age_to_a_full_share() {
+        let f = Fixture::new();
+        let cx = f.cx(Balancer::P2cEwma);
+        let window = cx.slow_start_us.unwrap();
+        let weight_at = |age: u64| weight(&cx, &f.endpoint_added(0, 1000.0, Some(NOW - age)));
+        assert_eq!(weight_at(0), 0.05, "a new endpoint takes a little at once");
+        assert_eq!(weight_at(window / 4), 0.25);
+        assert_eq!(weight_at(window / 2), 0.5);
+        assert_eq!(weight_at(window), 1.0);
+        assert_eq!(weight_at(window * 3), 1.0);
+        assert_eq!(weight(&cx, &f.endpoint(0, 1000.0)), 1.0, "no slow start");
+        let off = PickContext {
+            slow_start_us: None,
+            ..f.cx(Balancer::P2cEwma)
         };
-        cost / self.weight(ep)
+        assert_eq!(weight(&off, &f.endpoint_added(0, 1000.0, Some(NOW))), 1.0);
     }
-}
 
-pub fn pick(endpoints: &[Arc<Endpoint>], cx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
-    match endpoints.len() {
-        0 => None,
-        1 => cx.usable(&endpoints[0]).then(|| endpoints[0].clone()),
-        _ => match cx.kind {
-            Balancer::RoundRobin => round_robin(endpoints, cx),
-            Balancer::P2cEwma | Balancer::LeastRequest => two_choices(endpoints, cx),
-        },
+    #[test]
+    fn an_endpoint_in_slow_start_takes_its_weighted_share() {
+        let f = Fixture::new();
+        let window = f.cx(Balancer::P2cEwma).slow_start_us.unwrap();
+        let eps = [
+            f.endpoint(0, 1000.0),
+            f.endpoint_added(1, 1000.0, Some(NOW - window / 4)),
+        ];
+        // p2c-ewma: the new one costs four times as much, so 1/5 of requests.
+        let share = shares(&eps, &f.cx(Balancer::P2cEwma), 11, 10_000);
+        assert!((share[1] - 0.2).abs() < 0.02, "{share:?}");
+        // round-robin: its turn is taken with probability 1/4.
+        let share = shares(&eps, &f.cx(Balancer::RoundRobin), 11, 10_000);
+        assert!((share[1] - 0.5 * 0.25).abs() < 0.02, "{share:?}");
     }
-}
 
-fn two_choices(eps: &[Arc<Endpoint>], cx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
-    let n = eps.len();
-    for _ in 0..SAMPLE_TRIES {
-        let i = fastrand::usize(..n);
-        let mut j = fastrand::usize(..n - 1);
-        if j >= i {
-            j += 1;
-        }
-        let (a, b) = (&eps[i], &eps[j]);
-        let chosen = match (cx.usable(a), cx.usable(b)) {
-            (true, true) => cx.choose(a, b),
-            (true, false) => a,
-            (false, true) => b,
-            (false, false) => continue,
+    #[test]
+    fn a_stalled_endpoint_costs_the_time_it_has_not_answered() {
+        let f = Fixture::new();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1000));
+        let stuck = Endpoint::new(addr, None, 1000.0, f.service.clone(), false, 0);
+        stuck.set_state(ConnState::Ready, None);
+        let _waiting = stuck.await_answer();
+        let cx = PickContext {
+            now_us: crate::time::now_us() + 1_000_000,
+            ..f.cx(Balancer::P2cEwma)
         };
-        return Some(chosen.clone());
+        assert!(cost(&cx, &stuck) >= 1_000_000.0, "{}", cost(&cx, &stuck));
     }
-    eps.iter()
-        .filter(|ep| cx.usable(ep))
-        .min_by(|a, b| cx.cost(a).total_cmp(&cx.cost(b)))
-        .cloned()
-}
-
-fn round_robin(eps: &[Arc<Endpoint>], cx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
-    let n = eps.len();
-    let start = cx.next.fetch_add(1, Relaxed);
-    let mut fallback = None;
-    for k in 0..n {
-        let ep = &eps[(start + k) % n];
-        if !cx.usable(ep) {
-            continue;
-        }
-        let weight = cx.weight(ep);
-        if weight >= 1.0 || fastrand::f64() < weight {
-            return Some(ep.clone());
-        }
-        fallback.get_or_insert(ep);
-    }
-    fallback.cloned()
 }

@@ -5,17 +5,22 @@
 //! updates build the next one. An endpoint present in both keeps its `Arc`:
 //! its connection, in-flight count and latency estimate carry over.
 
-use super::PoolShared;
-use super::pick::{PickContext, pick};
+use super::outlier::Outlier;
+use super::pick::{PickContext, Protocol, pick};
 use crate::discovery::{EndpointMeta, Update};
-use crate::endpoint::{ConnState, Endpoint, driver};
+use crate::endpoint::{ConnState, Endpoint, ServiceContext, driver, request_counter};
+use crate::metrics::{Metrics, ServiceLabels};
 use crate::time::{now_us, us};
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use sidelb_config::{ProxyConfig, ServiceKey};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tower::retry::budget::{Budget, TpsBudget};
 
 /// Latency estimate of an endpoint before its first answer, when the
@@ -61,8 +66,49 @@ pub enum NoEndpoint {
     },
 }
 
+/// The in-flight limit is reached.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "service {service} has {limit} requests in flight, the most allowed (SIDELB_MAX_IN_FLIGHT); retry later or raise the limit"
+)]
+pub struct Overloaded {
+    pub service: String,
+    pub limit: usize,
+}
+
+/// The service's own counters, resolved once.
+struct PoolMetrics {
+    duration: Histogram,
+    retries: Counter,
+    retries_over_budget: Counter,
+    overloaded: Counter,
+    discovery_updates: Counter,
+}
+
+impl PoolMetrics {
+    fn new(metrics: &Metrics, name: &str) -> Self {
+        let labels = ServiceLabels {
+            service: name.to_owned(),
+        };
+        PoolMetrics {
+            duration: metrics.request_duration.get_or_create(&labels).clone(),
+            retries: metrics.retries.get_or_create(&labels).clone(),
+            retries_over_budget: metrics.retries_over_budget.get_or_create(&labels).clone(),
+            overloaded: metrics.overloaded.get_or_create(&labels).clone(),
+            discovery_updates: metrics.discovery_updates.get_or_create(&labels).clone(),
+        }
+    }
+}
+
 pub struct Pool {
-    pub shared: Arc<PoolShared>,
+    key: ServiceKey,
+    /// What its endpoints share (name, metrics, change signal).
+    service: Arc<ServiceContext>,
+    config: Arc<ProxyConfig>,
+    /// The discovery source, for messages.
+    source_name: String,
+    outlier: Arc<Outlier>,
+    counters: PoolMetrics,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Removed endpoints that still have requests in flight.
     draining: Mutex<Vec<Weak<Endpoint>>>,
@@ -70,10 +116,10 @@ pub struct Pool {
     resolved: AtomicBool,
     in_flight: AtomicUsize,
     next: AtomicUsize,
-    pub budget: TpsBudget,
-    pub last_used_us: AtomicU64,
+    budget: TpsBudget,
+    last_used_us: AtomicU64,
     /// Configured upstreams are never dropped for being idle.
-    pub pinned: AtomicBool,
+    pinned: AtomicBool,
     shut: AtomicBool,
 }
 
@@ -90,14 +136,23 @@ impl Drop for Admission {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("service", &self.shared.name)
+            .field("service", &self.service.name)
             .finish()
     }
 }
 
 impl Pool {
-    pub fn new(shared: Arc<PoolShared>, pinned: bool) -> Self {
-        let config = &shared.config;
+    /// The pool of service port `key`, with no endpoints until discovery
+    /// answers; `source_name` names the discovery source in messages.
+    pub fn new(
+        key: ServiceKey,
+        config: Arc<ProxyConfig>,
+        metrics: Arc<Metrics>,
+        source_name: String,
+        pinned: bool,
+    ) -> Self {
+        let name: Arc<str> = key.to_string().into();
+        let changed = Arc::new(Notify::new());
         let percent = config.retry_budget_percent as f32 / 100.0;
         Pool {
             budget: TpsBudget::new(
@@ -105,7 +160,16 @@ impl Pool {
                 config.retry_budget_min_per_second,
                 percent,
             ),
-            shared,
+            counters: PoolMetrics::new(&metrics, &name),
+            outlier: Arc::new(Outlier::new(&config, metrics.clone(), changed.clone())),
+            service: Arc::new(ServiceContext {
+                name,
+                metrics,
+                changed,
+            }),
+            key,
+            config,
+            source_name,
             endpoints: ArcSwap::from_pointee(Vec::new()),
             draining: Mutex::new(Vec::new()),
             resolution: Mutex::new(Resolution::Pending),
@@ -118,12 +182,31 @@ impl Pool {
         }
     }
 
+    /// `svc.ns:port`.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.service.name
+    }
+
+    pub fn key(&self) -> &ServiceKey {
+        &self.key
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
     }
 
     pub fn is_pinned(&self) -> bool {
         self.pinned.load(Relaxed)
+    }
+
+    /// Whether the pool may be dropped when idle (`false`) or not.
+    pub fn set_pinned(&self, pinned: bool) {
+        self.pinned.store(pinned, Relaxed);
+    }
+
+    /// When a request last took a place in the pool.
+    pub fn last_used_us(&self) -> u64 {
+        self.last_used_us.load(Relaxed)
     }
 
     /// Whether the pool was dropped (idle); holders should look it up again.
@@ -157,82 +240,52 @@ impl Pool {
         draining.iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// Takes a place in the in-flight limit, or `None` when the service is full.
-    pub fn admit(self: &Arc<Self>) -> Option<Admission> {
-        let limit = self.shared.config.max_in_flight;
-        self.in_flight
+    /// How many of its endpoints are ejected now.
+    pub fn ejected(&self) -> usize {
+        self.outlier.ejected()
+    }
+
+    /// Returns to rotation every endpoint whose ejection is up, so a view
+    /// of state shows them as they are.
+    pub fn sweep_ejections(&self) {
+        self.outlier.sweep(self.endpoints.load().iter(), now_us());
+    }
+
+    /// Takes a place in the in-flight limit, or says the service is full.
+    pub fn admit(self: &Arc<Self>) -> Result<Admission, Overloaded> {
+        let limit = self.config.max_in_flight;
+        if self
+            .in_flight
             .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
-            .ok()?;
+            .is_err()
+        {
+            self.counters.overloaded.inc();
+            return Err(Overloaded {
+                service: self.name().to_owned(),
+                limit,
+            });
+        }
         self.last_used_us.store(now_us(), Relaxed);
         self.budget.deposit();
-        Some(Admission(self.clone()))
+        Ok(Admission(self.clone()))
     }
 
-    /// Chooses an endpoint now, without waiting, for an HTTP/2 request.
-    pub fn try_pick(&self, exclude: Option<&Endpoint>) -> Result<Arc<Endpoint>, NoEndpoint> {
-        self.try_pick_for(exclude, true)
-    }
-
-    /// Chooses an endpoint now, without waiting; `http2`: for a request on
-    /// the endpoint's HTTP/2 connection (else HTTP/1.1, see [`PickContext::http2`]).
-    pub fn try_pick_for(
-        &self,
-        exclude: Option<&Endpoint>,
-        http2: bool,
-    ) -> Result<Arc<Endpoint>, NoEndpoint> {
-        let endpoints = self.endpoints.load();
-        let mut cx = PickContext {
-            kind: self.shared.config.balancer,
-            now_us: now_us(),
-            exclude,
-            outlier: &self.shared.outlier,
-            slow_start_us: self.shared.config.slow_start.map(us),
-            next: &self.next,
-            allow_ejected: false,
-            http2,
-        };
-        if let Some(ep) = pick(&endpoints, &cx) {
-            return Ok(ep);
-        }
-        cx.allow_ejected = true;
-        if let Some(ep) = pick(&endpoints, &cx) {
-            return Ok(ep);
-        }
-        Err(self.why_none(&endpoints))
-    }
-
-    /// Chooses an endpoint for an HTTP/2 request, waiting (at most `wait`)
-    /// while discovery has not answered or endpoints are still connecting.
+    /// Chooses an endpoint for a request sent by `protocol`, never
+    /// `exclude`, waiting (at most `wait`) while discovery has not answered
+    /// or endpoints are still connecting.
     pub async fn pick(
         &self,
+        protocol: Protocol,
         exclude: Option<&Endpoint>,
         wait: Duration,
-    ) -> Result<Arc<Endpoint>, NoEndpoint> {
-        self.pick_for(exclude, wait, true).await
-    }
-
-    /// [`Pool::pick`] for an HTTP/1.1 request: the endpoint's HTTP/2
-    /// connection need not be up, only the endpoint reachable.
-    pub async fn pick_http1(
-        &self,
-        exclude: Option<&Endpoint>,
-        wait: Duration,
-    ) -> Result<Arc<Endpoint>, NoEndpoint> {
-        self.pick_for(exclude, wait, false).await
-    }
-
-    async fn pick_for(
-        &self,
-        exclude: Option<&Endpoint>,
-        wait: Duration,
-        http2: bool,
     ) -> Result<Arc<Endpoint>, NoEndpoint> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut rng = fastrand::Rng::new();
         loop {
-            let changed = self.shared.changed.notified();
+            let changed = self.service.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let err = match self.try_pick_for(exclude, http2) {
+            let err = match self.pick_now(protocol, exclude, &mut rng) {
                 Ok(ep) => return Ok(ep),
                 Err(e) => e,
             };
@@ -240,9 +293,60 @@ impl Pool {
                 return Err(err);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(self.try_pick_for(exclude, http2).err().unwrap_or(err));
+                return Err(self
+                    .pick_now(protocol, exclude, &mut rng)
+                    .err()
+                    .unwrap_or(err));
             }
         }
+    }
+
+    fn pick_now(
+        &self,
+        protocol: Protocol,
+        exclude: Option<&Endpoint>,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Arc<Endpoint>, NoEndpoint> {
+        let endpoints = self.endpoints.load();
+        let cx = PickContext {
+            kind: self.config.balancer,
+            now_us: now_us(),
+            protocol,
+            exclude,
+            outlier: &self.outlier,
+            slow_start_us: self.config.slow_start.map(us),
+            next: &self.next,
+        };
+        pick(&endpoints, &cx, rng).ok_or_else(|| self.why_none(&endpoints))
+    }
+
+    /// A completed exchange with `ep` that was not a failure.
+    pub fn record_success(&self, ep: &Endpoint) {
+        self.outlier.on_success(ep);
+    }
+
+    /// A connection error or an UNAVAILABLE/INTERNAL answer from `ep`.
+    pub fn record_failure(&self, ep: &Endpoint) {
+        ep.count_failure();
+        self.outlier.on_failure(ep, now_us());
+    }
+
+    /// How long a request took until its response head.
+    pub fn observe_duration(&self, elapsed: Duration) {
+        self.counters.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request the proxy answered itself (`endpoint` empty when
+    /// none was reached).
+    pub fn count_local(&self, endpoint: &str, grpc_status: Option<u16>, http_status: u16) {
+        request_counter(
+            &self.service.metrics,
+            self.name(),
+            endpoint,
+            grpc_status,
+            http_status,
+        )
+        .inc();
     }
 
     /// Whether waiting may help: discovery pending, or an endpoint connecting.
@@ -257,7 +361,7 @@ impl Pool {
 
     fn why_none(&self, endpoints: &[Arc<Endpoint>]) -> NoEndpoint {
         let service = self.name().to_owned();
-        let source_name = self.shared.source_name.clone();
+        let source_name = self.source_name.clone();
         match self.resolution() {
             Resolution::NoService(why) => NoEndpoint::NoService(why),
             Resolution::Pending => NoEndpoint::NotResolved {
@@ -281,6 +385,7 @@ impl Pool {
 
     /// Applies a discovery update.
     pub fn apply(&self, update: Update) {
+        self.counters.discovery_updates.inc();
         let current = self.endpoints.load_full();
         let mut by_addr: HashMap<SocketAddr, Arc<Endpoint>> =
             current.iter().map(|ep| (ep.addr, ep.clone())).collect();
@@ -308,7 +413,7 @@ impl Pool {
             .iter()
             .filter(|ep| !next.iter().any(|n| Arc::ptr_eq(n, ep)))
         {
-            self.shared.outlier.forget(gone);
+            self.outlier.forget(gone);
             gone.mark_removed();
             if gone.in_flight() > 0 {
                 self.draining
@@ -317,7 +422,7 @@ impl Pool {
                     .push(Arc::downgrade(gone));
             }
         }
-        self.shared.outlier.set_size(next.len());
+        self.outlier.set_size(next.len());
         tracing::info!(
             service = self.name(),
             endpoints = next.len(),
@@ -334,11 +439,11 @@ impl Pool {
         self.resolved
             .store(resolution == Resolution::Resolved, Relaxed);
         *self.resolution.lock().unwrap_or_else(|p| p.into_inner()) = resolution;
-        self.shared.changed.notify_waiters();
+        self.service.changed.notify_waiters();
     }
 
     fn add(&self, by_addr: &mut HashMap<SocketAddr, Arc<Endpoint>>, list: Vec<EndpointMeta>) {
-        let slow_start = self.is_resolved() && self.shared.config.slow_start.is_some();
+        let slow_start = self.is_resolved() && self.config.slow_start.is_some();
         let initial_rtt = self.typical_rtt();
         for meta in list {
             if let Some(ep) = by_addr.get(&meta.addr) {
@@ -349,10 +454,14 @@ impl Pool {
                 meta.addr,
                 meta.name,
                 initial_rtt,
-                self.shared.clone(),
+                self.service.clone(),
                 slow_start,
+                now_us(),
             );
-            driver::spawn(ep.clone(), self.shared.config.clone());
+            let outlier = self.outlier.clone();
+            driver::spawn(ep.clone(), self.config.clone(), move |ep| {
+                outlier.on_failure(ep, now_us());
+            });
             by_addr.insert(meta.addr, ep);
         }
     }
@@ -364,7 +473,7 @@ impl Pool {
         let estimates: Vec<f64> = eps
             .iter()
             .filter(|ep| ep.is_ready())
-            .map(|ep| ep.ewma.estimate(now))
+            .map(|ep| ep.latency_estimate(now))
             .collect();
         if estimates.is_empty() {
             DEFAULT_RTT_US
@@ -375,7 +484,13 @@ impl Pool {
 
     /// Spends one retry from the budget, if there is one left.
     pub fn withdraw_retry(&self) -> bool {
-        self.budget.withdraw()
+        let granted = self.budget.withdraw();
+        if granted {
+            self.counters.retries.inc();
+        } else {
+            self.counters.retries_over_budget.inc();
+        }
+        granted
     }
 
     /// Stops everything: the pool is being dropped.
@@ -384,5 +499,127 @@ impl Pool {
         for ep in self.endpoints.load().iter() {
             ep.mark_removed();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sidelb_config::PortRef;
+
+    fn pool(config: ProxyConfig) -> Arc<Pool> {
+        Arc::new(Pool::new(
+            ServiceKey::new("svc", "ns", PortRef::Number(80)),
+            Arc::new(config),
+            Arc::new(Metrics::new()),
+            "test".into(),
+            false,
+        ))
+    }
+
+    fn meta(port: u16) -> EndpointMeta {
+        EndpointMeta::new(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn ports(eps: &[Arc<Endpoint>]) -> Vec<u16> {
+        eps.iter().map(|ep| ep.addr.port()).collect()
+    }
+
+    fn find(pool: &Pool, port: u16) -> Arc<Endpoint> {
+        pool.endpoints()
+            .iter()
+            .find(|ep| ep.addr.port() == port)
+            .cloned()
+            .expect("endpoint")
+    }
+
+    // Drivers are spawned but never run: these tests do not yield.
+
+    #[tokio::test]
+    async fn an_endpoint_in_both_sets_keeps_its_arc() {
+        let pool = pool(ProxyConfig::defaults());
+        pool.apply(Update::Reset(vec![meta(1), meta(2)]));
+        let kept = find(&pool, 2);
+        pool.apply(Update::Reset(vec![meta(2), meta(3)]));
+        assert_eq!(ports(&pool.endpoints()), [2, 3]);
+        assert!(Arc::ptr_eq(&kept, &find(&pool, 2)));
+        pool.apply(Update::Add(vec![meta(2), meta(4)]));
+        assert!(
+            Arc::ptr_eq(&kept, &find(&pool, 2)),
+            "adding it again keeps it"
+        );
+        pool.apply(Update::Remove(vec![meta(3).addr]));
+        assert_eq!(ports(&pool.endpoints()), [2, 4]);
+        assert!(Arc::ptr_eq(&kept, &find(&pool, 2)));
+        assert!(!kept.is_removed());
+    }
+
+    #[tokio::test]
+    async fn a_removed_endpoint_drains_its_requests_then_goes() {
+        let pool = pool(ProxyConfig::defaults());
+        pool.apply(Update::Reset(vec![meta(1), meta(2)]));
+        let busy = find(&pool, 1);
+        let request = busy.start_request();
+        let idle = find(&pool, 2);
+        pool.apply(Update::Reset(vec![]));
+        assert!(pool.endpoints().is_empty(), "no new request goes to either");
+        assert!(busy.is_removed() && idle.is_removed());
+        assert_eq!(ports(&pool.draining()), [1], "only the busy one drains");
+        drop(request);
+        assert!(pool.draining().is_empty());
+    }
+
+    #[tokio::test]
+    async fn resolution_follows_discovery() {
+        let pool = pool(ProxyConfig::defaults());
+        assert_eq!(pool.resolution(), Resolution::Pending);
+        let err = pool.pick(Protocol::Http2, None, Duration::ZERO).await;
+        assert!(
+            matches!(err, Err(NoEndpoint::NotResolved { .. })),
+            "{err:?}"
+        );
+        pool.apply(Update::Reset(vec![]));
+        let err = pool.pick(Protocol::Http2, None, Duration::ZERO).await;
+        assert!(matches!(err, Err(NoEndpoint::Empty { .. })), "{err:?}");
+        pool.apply(Update::Reset(vec![meta(1)]));
+        pool.apply(Update::NoService("no such service".into()));
+        assert!(pool.endpoints().is_empty());
+        assert_eq!(
+            pool.resolution(),
+            Resolution::NoService("no such service".into())
+        );
+        let err = pool.pick(Protocol::Http2, None, Duration::ZERO).await;
+        assert!(matches!(err, Err(NoEndpoint::NoService(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn endpoints_not_ready_are_reported_with_their_last_error() {
+        let pool = pool(ProxyConfig::defaults());
+        pool.apply(Update::Reset(vec![meta(1), meta(2)]));
+        for ep in pool.endpoints().iter() {
+            ep.set_state(ConnState::Down, Some("connection refused".into()));
+        }
+        match pool.pick(Protocol::Http1, None, Duration::ZERO).await {
+            Err(NoEndpoint::AllFailing {
+                count, last_error, ..
+            }) => assert_eq!((count, last_error.as_str()), (2, "connection refused")),
+            other => panic!("{other:?}"),
+        }
+        find(&pool, 2).set_state(ConnState::Ready, None);
+        let ep = pool.pick(Protocol::Http2, None, Duration::ZERO).await;
+        assert_eq!(ep.unwrap().addr.port(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_in_flight_limit_admits_up_to_it() {
+        let mut config = ProxyConfig::defaults();
+        config.max_in_flight = 2;
+        let pool = pool(config);
+        let first = pool.admit().unwrap();
+        let _second = pool.admit().unwrap();
+        let full = pool.admit().unwrap_err();
+        assert_eq!((full.service.as_str(), full.limit), ("svc.ns:80", 2));
+        drop(first);
+        assert!(pool.admit().is_ok());
     }
 }

@@ -191,3 +191,115 @@ impl ConnSet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    /// A client connection to an in-memory HTTP/2 server that allows
+    /// `max_streams` concurrent streams, its SETTINGS already applied.
+    async fn connection(max_streams: u32) -> SendRequest<Bytes> {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut server = h2::server::Builder::new()
+                .max_concurrent_streams(max_streams)
+                .handshake::<_, Bytes>(server_io)
+                .await
+                .expect("server handshake");
+            let mut held = Vec::new();
+            while let Some(Ok(stream)) = server.accept().await {
+                held.push(stream);
+            }
+        });
+        let (send, mut connection) = h2::client::handshake(client_io)
+            .await
+            .expect("client handshake");
+        let mut pings = connection.ping_pong().expect("ping-pong");
+        pings.send_ping(h2::Ping::opaque()).expect("ping");
+        tokio::select! {
+            r = &mut connection => panic!("connection ended: {r:?}"),
+            r = poll_fn(|cx| pings.poll_pong(cx)) => r.expect("pong"),
+        };
+        tokio::spawn(connection);
+        send
+    }
+
+    fn ready(acquire: Acquire) -> StreamSlot {
+        match acquire {
+            Acquire::Ready(_, slot) => slot,
+            Acquire::Full => panic!("full"),
+            Acquire::Empty => panic!("empty"),
+        }
+    }
+
+    /// A bound for what must happen at once, so a regression fails rather than hangs.
+    async fn soon<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .expect("in time")
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn a_full_set_asks_for_a_connection_and_a_waiter_takes_the_first_room() {
+        let set = ConnSet::default();
+        assert!(matches!(set.try_acquire(), Acquire::Empty));
+        assert!(
+            soon(set.acquire(LONG)).await.is_none(),
+            "no connection: no wait"
+        );
+
+        let first = set.add(connection(1).await);
+        let held = ready(set.try_acquire());
+        assert_eq!(first.active(), 1);
+        let want_more = set.want_more.notified();
+        tokio::pin!(want_more);
+        want_more.as_mut().enable();
+        assert!(matches!(set.try_acquire(), Acquire::Full));
+        soon(want_more).await;
+
+        // A stream finishing frees its slot for the waiter.
+        let (got, ()) = soon(async { tokio::join!(set.acquire(LONG), async { drop(held) }) }).await;
+        let (_, slot) = got.expect("a slot");
+        assert!(Arc::ptr_eq(&slot.0, &first));
+
+        // So does a new connection.
+        let second = connection(1).await;
+        let (got, added) =
+            soon(async { tokio::join!(set.acquire(LONG), async { set.add(second) }) }).await;
+        let (_, on_second) = got.expect("a slot");
+        assert!(Arc::ptr_eq(&on_second.0, &added));
+        assert_eq!(set.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn when_the_wait_is_over_the_least_busy_connection_takes_the_stream() {
+        let set = ConnSet::default();
+        let a = set.add(connection(1).await);
+        let b = set.add(connection(1).await);
+        let _on_a = ready(set.try_acquire());
+        let _on_b = ready(set.try_acquire());
+        let (_, over_a) = soon(set.acquire(Duration::ZERO)).await.expect("a slot");
+        let least = if Arc::ptr_eq(&over_a.0, &a) { &b } else { &a };
+        let (_, next) = soon(set.acquire(Duration::ZERO)).await.expect("a slot");
+        assert!(Arc::ptr_eq(&next.0, least), "the one with fewer streams");
+        assert_eq!((a.active(), b.active()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_refused_a_stream_takes_no_more() {
+        let set = ConnSet::default();
+        let a = set.add(connection(10).await);
+        let slot = ready(set.try_acquire());
+        slot.mark_closed();
+        assert!(matches!(set.try_acquire(), Acquire::Empty));
+        assert!(set.acquire_least_busy().is_none());
+        let b = set.add(connection(10).await);
+        assert!(Arc::ptr_eq(&ready(set.try_acquire()).0, &b));
+        assert_eq!(set.remove(&a), 1, "one usable left");
+        set.clear();
+        assert!(set.is_empty());
+    }
+}

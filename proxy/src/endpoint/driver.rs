@@ -62,13 +62,17 @@ impl ConnectError {
     }
 }
 
-/// Starts the driver of a new endpoint.
-pub fn spawn(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>) {
-    let handle = tokio::spawn(drive(endpoint.clone(), config));
+/// Starts the driver of a new endpoint; `on_failure` hears of each
+/// connection that could not be opened (the balancer's outlier detection).
+pub fn spawn<F>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>, on_failure: F)
+where
+    F: Fn(&Endpoint) + Send + 'static,
+{
+    let handle = tokio::spawn(drive(endpoint.clone(), config, on_failure));
     endpoint.set_driver(handle.abort_handle());
 }
 
-async fn drive(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>) {
+async fn drive<F: Fn(&Endpoint)>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>, on_failure: F) {
     let mut attempt: u32 = 0;
     loop {
         let started = tokio::time::Instant::now();
@@ -110,7 +114,8 @@ async fn drive(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>) {
             Err(e) => {
                 tracing::debug!(endpoint = %endpoint.addr, service = %endpoint.service(), "{e}");
                 if e.is_unreachable() {
-                    endpoint.record_connect_failure();
+                    endpoint.count_connect_failure();
+                    on_failure(&endpoint);
                     endpoint.set_state(ConnState::Down, Some(e.to_string()));
                 } else {
                     // Reachable, so HTTP/1.1 requests may still use it;

@@ -8,18 +8,20 @@
 pub mod conns;
 pub mod driver;
 pub mod ewma;
+pub mod health;
 
-use crate::balancer::PoolShared;
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
 use crate::time::now_us;
-use conns::ConnSet;
+use bytes::Bytes;
+use conns::{ConnSet, StreamSlot};
 use ewma::LatencyEwma;
+use health::{Health, HealthView};
 use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
-use std::sync::atomic::{
-    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
-};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Connection state, as the driver last saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,23 +47,22 @@ impl ConnState {
     }
 }
 
-/// Outlier-detection state; the pool decides ejections (it knows the cap).
-#[derive(Debug, Default)]
-pub struct Health {
-    pub consecutive_failures: AtomicU32,
-    /// 0 when not ejected.
-    pub ejected_until_us: AtomicU64,
-    /// Length of the current (or last) ejection.
-    pub ejection_us: AtomicU64,
-    pub ejections: AtomicU32,
-    pub last_return_us: AtomicU64,
+/// What the endpoints of one service share: its name, where they count,
+/// and whom they wake when their state changes.
+pub struct ServiceContext {
+    /// `svc.ns:port`, for messages and labels.
+    pub name: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    /// Signalled when an endpoint's state changes: a request waiting for a
+    /// usable endpoint looks again.
+    pub changed: Arc<Notify>,
 }
 
 pub struct Endpoint {
     pub addr: SocketAddr,
-    pub pool: Arc<PoolShared>,
+    service: Arc<ServiceContext>,
     name: Mutex<Option<String>>,
-    pub conns: ConnSet,
+    conns: ConnSet,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
     in_flight: AtomicUsize,
@@ -71,9 +72,9 @@ pub struct Endpoint {
     awaiting_since_us: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
-    pub ewma: LatencyEwma,
-    pub health: Health,
-    pub added_us: u64,
+    ewma: LatencyEwma,
+    health: Health,
+    /// When its slow start began; 0 when it takes a full share at once.
     slow_start_from_us: u64,
     removed: AtomicBool,
     driver: Mutex<Option<tokio::task::AbortHandle>>,
@@ -89,14 +90,17 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
+    /// A new endpoint at `now` (µs), its latency estimated at
+    /// `initial_rtt_us` until it answers; with `slow_start` it takes less
+    /// than a full share at first (see `balancer::pick`).
     pub fn new(
         addr: SocketAddr,
         name: Option<String>,
         initial_rtt_us: f64,
-        pool: Arc<PoolShared>,
+        service: Arc<ServiceContext>,
         slow_start: bool,
+        now: u64,
     ) -> Arc<Self> {
-        let now = now_us();
         Arc::new(Endpoint {
             addr,
             name: Mutex::new(name),
@@ -110,18 +114,17 @@ impl Endpoint {
             failures: AtomicU64::new(0),
             ewma: LatencyEwma::new(initial_rtt_us, now),
             health: Health::default(),
-            added_us: now,
             slow_start_from_us: if slow_start { now } else { 0 },
             removed: AtomicBool::new(false),
             driver: Mutex::new(None),
-            metrics: EndpointMetrics::new(pool.metrics.clone(), &pool.name, addr),
-            pool,
+            metrics: EndpointMetrics::new(service.metrics.clone(), &service.name, addr),
+            service,
         })
     }
 
     /// The service's display name, `svc.ns:port`.
     pub fn service(&self) -> &str {
-        &self.pool.name
+        &self.service.name
     }
 
     /// When this endpoint's slow start began (0: it takes a full share).
@@ -152,7 +155,7 @@ impl Endpoint {
             *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         }
         if before != state as u8 {
-            self.pool.changed.notify_waiters();
+            self.service.changed.notify_waiters();
         }
     }
 
@@ -184,7 +187,41 @@ impl Endpoint {
     }
 
     pub fn is_ejected(&self) -> bool {
-        self.health.ejected_until_us.load(Relaxed) != 0
+        self.health.is_ejected()
+    }
+
+    /// Its record of failures and ejections, which the balancer's outlier
+    /// detection reads and updates.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn health_view(&self, now: u64) -> HealthView {
+        self.health.view(now)
+    }
+
+    /// The latency estimate at `now`, in µs.
+    pub fn latency_estimate(&self, now: u64) -> f64 {
+        self.ewma.estimate(now)
+    }
+
+    /// An answer's latency (µs), arrived at `now`.
+    pub fn observe_latency(&self, rtt_us: f64, now: u64) {
+        self.ewma.observe(rtt_us, now);
+    }
+
+    /// How many HTTP/2 connections it has open.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// A stream on one of its connections, waiting at most `wait` for room
+    /// when every connection is full (see [`ConnSet::acquire`]).
+    pub async fn open_stream(
+        &self,
+        wait: Duration,
+    ) -> Option<(h2::client::SendRequest<Bytes>, StreamSlot)> {
+        self.conns.acquire(wait).await
     }
 
     /// Marks the endpoint removed from discovery; it closes once idle.
@@ -242,24 +279,20 @@ impl Endpoint {
         now_us.saturating_sub(since)
     }
 
-    /// A completed exchange that was not a failure.
-    pub fn record_success(&self) {
-        self.pool.outlier.on_success(self);
-    }
-
-    /// A connection error or an UNAVAILABLE/INTERNAL answer.
-    pub fn record_failure(&self) {
+    /// Counts a connection error or an UNAVAILABLE/INTERNAL answer (whether
+    /// it ejects the endpoint is the balancer's decision).
+    pub fn count_failure(&self) {
         self.failures.fetch_add(1, Relaxed);
-        self.pool.outlier.on_failure(self);
     }
 
-    pub fn record_connect_failure(&self) {
-        self.pool
+    /// Counts a connection that could not be opened.
+    pub fn count_connect_failure(&self) {
+        self.service
             .metrics
             .connect_failures
             .get_or_create(&self.metric_labels())
             .inc();
-        self.record_failure();
+        self.count_failure();
     }
 
     /// Counts a finished request by its statuses.
@@ -269,7 +302,7 @@ impl Endpoint {
 
     pub fn metric_labels(&self) -> EndpointLabels {
         EndpointLabels {
-            service: self.pool.name.to_string(),
+            service: self.service.name.to_string(),
             endpoint: self.addr.to_string(),
         }
     }

@@ -1,6 +1,6 @@
 //! Errors the proxy answers itself, and how each is told to the app.
 
-use crate::balancer::NoEndpoint;
+use crate::balancer::{NoEndpoint, Overloaded};
 use http::StatusCode;
 use std::time::Duration;
 
@@ -10,10 +10,8 @@ pub enum ProxyError {
     UnknownAuthority(String),
     #[error(transparent)]
     NoEndpoint(#[from] NoEndpoint),
-    #[error(
-        "service {service} has {limit} requests in flight, the most allowed (SIDELB_MAX_IN_FLIGHT); retry later or raise the limit"
-    )]
-    Overloaded { service: String, limit: usize },
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     #[error("deadline of {timeout:?} exceeded before service {service} answered")]
     DeadlineExceeded { service: String, timeout: Duration },
     #[error("endpoint {endpoint} of service {service} failed: {why}")]

@@ -7,7 +7,7 @@
 //! started to flow and the retry budget allows.
 
 use super::error::ProxyError;
-use crate::balancer::Pool;
+use crate::balancer::{Pool, Protocol};
 use crate::endpoint::{Endpoint, InFlight};
 use crate::listener::h1::body::{BodyError, BodySlot, ChannelBody, untouched};
 use crate::listener::h1::head::RequestHead;
@@ -51,10 +51,10 @@ pub async fn forward(
     head: &RequestHead,
     slot: &BodySlot,
 ) -> Result<Forwarded, ProxyError> {
-    let wait = pool.shared.config.connect_timeout;
+    let wait = pool.config().connect_timeout;
     let mut failed: Option<Arc<Endpoint>> = None;
     loop {
-        let ep = pool.pick_http1(failed.as_deref(), wait).await?;
+        let ep = pool.pick(Protocol::Http1, failed.as_deref(), wait).await?;
         let in_flight = ep.start_request();
         let started = Instant::now();
         let req = request(head, &ep, slot);
@@ -63,15 +63,15 @@ pub async fn forward(
         match answer {
             Ok(response) => {
                 let elapsed = started.elapsed();
-                ep.ewma.observe(elapsed.as_micros() as f64, now_us());
+                ep.observe_latency(elapsed.as_micros() as f64, now_us());
                 drop(awaiting);
-                pool.shared.duration.observe(elapsed.as_secs_f64());
+                pool.observe_duration(elapsed);
                 let status = response.status().as_u16();
                 ep.count_status(None, status);
                 if (502..=504).contains(&status) {
-                    ep.record_failure();
+                    pool.record_failure(&ep);
                 } else {
-                    ep.record_success();
+                    pool.record_success(&ep);
                 }
                 return Ok(Forwarded {
                     response,
@@ -79,9 +79,8 @@ pub async fn forward(
                 });
             }
             Err(e) if e.is_connect() && failed.is_none() && untouched(slot) => {
-                ep.record_failure();
+                pool.record_failure(&ep);
                 if !pool.withdraw_retry() {
-                    pool.shared.retries_over_budget.inc();
                     return Err(ProxyError::RetryBudget {
                         service: pool.name().to_owned(),
                         endpoint: ep.addr.to_string(),
@@ -89,7 +88,6 @@ pub async fn forward(
                     });
                 }
                 tracing::debug!(endpoint = %ep.addr, service = pool.name(), "request never reached the app: {}", describe(&e));
-                pool.shared.retries.inc();
                 failed = Some(ep);
             }
             Err(e) => {
@@ -97,7 +95,7 @@ pub async fn forward(
                 if let Some(why) = request_body_error(&e) {
                     return Err(ProxyError::RequestBody(why));
                 }
-                ep.record_failure();
+                pool.record_failure(&ep);
                 return Err(ProxyError::Upstream {
                     service: pool.name().to_owned(),
                     endpoint: ep.addr.to_string(),

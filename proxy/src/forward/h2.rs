@@ -14,7 +14,7 @@
 use super::body::{PumpError, RequestBody, pump_response};
 use super::error::ProxyError;
 use super::grpc;
-use crate::balancer::Pool;
+use crate::balancer::{Pool, Protocol};
 use crate::endpoint::Endpoint;
 use crate::time::now_us;
 use bytes::Bytes;
@@ -69,12 +69,9 @@ pub async fn serve(
         Ok(pool) => pool,
         Err(e) => return down.fail(&e),
     };
-    let Some(_admission) = pool.admit() else {
-        pool.shared.overloaded.inc();
-        return down.fail(&ProxyError::Overloaded {
-            service: pool.name().to_owned(),
-            limit: pool.shared.config.max_in_flight,
-        });
+    let _admission = match pool.admit() {
+        Ok(admission) => admission,
+        Err(e) => return down.fail(&e.into()),
     };
     let timeout = if grpc {
         req.headers()
@@ -116,14 +113,7 @@ fn count_local(pool: &Pool, down: &Downstream, e: &ProxyError) {
         }
         _ => "",
     };
-    crate::endpoint::request_counter(
-        &pool.shared.metrics,
-        pool.name(),
-        endpoint,
-        grpc_status,
-        http,
-    )
-    .inc();
+    pool.count_local(endpoint, grpc_status, http);
 }
 
 impl Downstream {
@@ -174,15 +164,18 @@ async fn exchange(
 ) -> Result<(), Failure> {
     let (head, body) = req.into_parts();
     let mut body = RequestBody::new(body);
-    let wait = pool.shared.config.connect_timeout;
+    let wait = pool.config().connect_timeout;
     let mut failed: Option<Arc<Endpoint>> = None;
     loop {
-        let ep = match (pool.pick(failed.as_deref(), wait).await, &failed) {
+        let ep = match (
+            pool.pick(Protocol::Http2, failed.as_deref(), wait).await,
+            &failed,
+        ) {
             (Ok(ep), _) => ep,
             // Only the endpoint that refused is left: a fresh stream there
             // is as safe as anywhere (its refusal proved nothing ran).
             (Err(_), Some(_)) => pool
-                .pick(None, wait)
+                .pick(Protocol::Http2, None, wait)
                 .await
                 .map_err(|e| Failure::Proxy(e.into()))?,
             (Err(e), None) => return Err(Failure::Proxy(e.into())),
@@ -209,10 +202,8 @@ async fn exchange(
             }));
         }
         if !pool.withdraw_retry() {
-            pool.shared.retries_over_budget.inc();
             return Err(Failure::Proxy(retry_error(why)));
         }
-        pool.shared.retries.inc();
         failed = Some(ep);
     }
 }
@@ -252,8 +243,8 @@ async fn attempt(
     body: &mut RequestBody,
     down: &mut Downstream,
 ) -> Attempt {
-    let wait = pool.shared.config.connect_timeout;
-    let Some((send, slot)) = ep.conns.acquire(wait).await else {
+    let wait = pool.config().connect_timeout;
+    let Some((send, slot)) = ep.open_stream(wait).await else {
         return Attempt::NotSent("its connection is closing".into());
     };
     let in_flight = ep.start_request();
@@ -307,9 +298,9 @@ async fn attempt(
     };
     keep.store(false, Relaxed);
     let elapsed = started.elapsed();
-    ep.ewma.observe(elapsed.as_micros() as f64, now_us());
+    ep.observe_latency(elapsed.as_micros() as f64, now_us());
     drop(awaiting);
-    pool.shared.duration.observe(elapsed.as_secs_f64());
+    pool.observe_duration(elapsed);
 
     let (parts, mut resp_body) = response.into_parts();
     let http_status = parts.status.as_u16();
@@ -346,9 +337,9 @@ async fn attempt(
     let failed = matches!(grpc_status, Some(grpc::UNAVAILABLE | grpc::INTERNAL))
         || matches!(http_status, 502..=504);
     if failed {
-        ep.record_failure();
+        pool.record_failure(ep);
     } else {
-        ep.record_success();
+        pool.record_success(ep);
     }
     drop(in_flight);
     Attempt::Done(Done {
@@ -362,12 +353,12 @@ fn upstream_failure(pool: &Pool, ep: &Endpoint, e: h2::Error) -> Failure {
     match e.reason() {
         Some(reason) if e.is_reset() && e.is_remote() => {
             if reason != Reason::CANCEL && reason != Reason::NO_ERROR {
-                ep.record_failure();
+                pool.record_failure(ep);
             }
             Failure::Reset(reason)
         }
         _ => {
-            ep.record_failure();
+            pool.record_failure(ep);
             Failure::Proxy(ProxyError::Upstream {
                 service: pool.name().to_owned(),
                 endpoint: ep.addr.to_string(),

@@ -111,13 +111,9 @@ async fn exchange(
         Ok(pool) => pool,
         Err(e) => return refuse_request(wr, &e, &answering, head.framing).await,
     };
-    let Some(_admission) = pool.admit() else {
-        pool.shared.overloaded.inc();
-        let e = ProxyError::Overloaded {
-            service: pool.name().to_owned(),
-            limit: pool.shared.config.max_in_flight,
-        };
-        return refuse_request(wr, &e, &answering, head.framing).await;
+    let _admission = match pool.admit() {
+        Ok(admission) => admission,
+        Err(e) => return refuse_request(wr, &e.into(), &answering, head.framing).await,
     };
     if head.expect_continue && head.framing != Framing::Empty {
         wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
