@@ -7,17 +7,57 @@
 #                through each; writes bench/RESULTS.md
 #   make fuzz    the property-based fuzz targets (fuzz/) with many cases (PROPTEST_CASES)
 #   make cluster a local Kubernetes control plane built from source (cluster/Makefile.inc)
+#   make deps    what `make test` needs beyond the toolchains (each target sets up its own)
 
 .DEFAULT_GOAL := all
 include charts/Makefile.inc
 include cluster/Makefile.inc
 
 CARGO ?= cargo
-PYTHON ?= python3
 
-.PHONY: all build release pgo test test-rust test-python lint demo bench fuzz images clean
+# Set-up, once and then reused (scripts/ensure.sh says how): every target that
+# runs Python, Node or a system tool depends on the deps-* target for it.
+#   deps-python  target/venv from tests/requirements.txt; PYTHON=... uses another
+#                interpreter instead (it must have those packages)
+#   deps-node    node_modules/ from package-lock.json
+#   deps-rust    the rustfmt and clippy components
+#   deps-tools   the system tools of TEST_TOOLS (CMD:DEBIAN-PACKAGE), with apt-get
+#   deps-bench   those of BENCH_TOOLS (h2load, nginx, HAProxy)
+# A target that needs another tool runs `$(ENSURE) apt CMD:PACKAGE`, or adds
+# it to TEST_TOOLS when `make test` needs it.
+ENSURE := scripts/ensure.sh
+VENV_PYTHON := $(CURDIR)/target/venv/bin/python
+PYTHON ?= $(VENV_PYTHON)
+# The tests' interpreter (sidelb-test-env reads it).
+export SIDELB_PYTHON := $(PYTHON)
+TEST_TOOLS := kubectl:kubernetes-client
+BENCH_TOOLS := h2load:nghttp2-client nginx:nginx haproxy:haproxy taskset:util-linux curl:curl
+
+.PHONY: all build release pgo test test-rust test-python lint demo bench fuzz images clean \
+	deps deps-python deps-node deps-rust deps-tools deps-bench
 
 all: build
+
+deps: deps-python deps-node deps-rust deps-tools
+
+deps-python:
+ifeq ($(PYTHON),$(VENV_PYTHON))
+	@$(ENSURE) python
+else
+	@echo "using PYTHON=$(PYTHON) (it needs the packages of tests/requirements.txt)"
+endif
+
+deps-node:
+	@$(ENSURE) node
+
+deps-rust:
+	@$(ENSURE) rustup rustfmt clippy
+
+deps-tools:
+	@$(ENSURE) apt $(TEST_TOOLS)
+
+deps-bench:
+	@$(ENSURE) apt $(BENCH_TOOLS)
 
 build:
 	$(CARGO) build --workspace --bins
@@ -31,15 +71,15 @@ release:
 pgo:
 	CARGO=$(CARGO) sh bench/pgo.sh
 
-test: build lint cluster-build test-rust test-python
+test: deps build lint cluster-build test-rust test-python
 
-test-rust:
+test-rust: deps
 	$(CARGO) test --workspace -- --test-threads=2
 
-test-python:
+test-python: deps-python
 	@if [ -d charts/tests ]; then $(PYTHON) -m pytest -q charts/tests; fi
 
-lint:
+lint: deps-rust
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
@@ -48,7 +88,7 @@ demo:
 	$(CARGO) build -p sidelb-proxy -p sidelb-tests --bins
 	./target/debug/sidelb-demo
 
-bench: release pgo
+bench: deps-python deps-bench release pgo
 	$(PYTHON) bench/run.py
 	$(PYTHON) bench/rollout.py
 

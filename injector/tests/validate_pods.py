@@ -2,7 +2,7 @@
 
 Reads a JSON list of {"name": ..., "object": ...} on stdin and prints a JSON
 list of problems (empty when every object is valid). Needs the PyPI package
-kubernetes-validate (`pip install kubernetes-validate`).
+kubernetes-validate (in the project's environment: `make deps-python`).
 """
 
 import json
@@ -11,7 +11,8 @@ import sys
 try:
     import kubernetes_validate
 except ImportError:
-    sys.exit("the Python package kubernetes-validate is missing: pip install kubernetes-validate")
+    sys.exit("the Python package kubernetes-validate is missing: run `make deps-python` "
+             "(the tests then use target/venv/bin/python)")
 
 VERSION = "1.33"
 

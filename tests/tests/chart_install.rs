@@ -7,8 +7,8 @@
 //! under the Service's DNS name), and pods created with the `kube` client come
 //! out injected, or not, as the webhook's selectors say.
 //!
-//! Needs `python3` (or `$PYTHON`) with the packages in
-//! `charts/tests/requirements.txt`, and `sidelb-injector` built
+//! Needs the project's Python environment (`make deps-python`, with the
+//! packages of `charts/tests/requirements.txt`) and `sidelb-injector` built
 //! (`cargo build --workspace --bins`).
 
 use base64::Engine;
@@ -36,7 +36,7 @@ fn repo() -> PathBuf {
 /// The chart's objects as Helm renders them; with `kubeconfig`, `lookup` sees
 /// that cluster, as in `helm upgrade`.
 fn render(kubeconfig: Option<&Path>, values: Value) -> Vec<Value> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = sidelb_test_env::python().unwrap_or_else(|e| panic!("{e}"));
     let mut cmd = Command::new(&python);
     cmd.arg(repo().join("charts/tests/render_chart.py"))
         .args(["--namespace", NAMESPACE, "--release", RELEASE])
@@ -46,10 +46,12 @@ fn render(kubeconfig: Option<&Path>, values: Value) -> Vec<Value> {
     }
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
     assert!(
         out.status.success(),
-        "rendering the chart failed (needs `pip install -r charts/tests/requirements.txt`):\n{}",
+        "rendering the chart with {} failed (it needs the packages of \
+         charts/tests/requirements.txt: `make deps-python`):\n{}",
+        python.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("render_chart.py prints JSON")

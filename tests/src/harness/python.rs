@@ -2,9 +2,8 @@
 //! its JSON summary: an app in another language than the proxy, on one
 //! grpcio channel.
 //!
-//! Needs `python3` with `grpcio` and `grpcio-tools`
-//! (`pip install -r tests/python/requirements.txt`); `SIDELB_PYTHON` names
-//! another interpreter.
+//! Runs the project's Python environment (`make deps-python`, see
+//! [`sidelb_test_env::python`]), which has `grpcio` and `grpcio-tools`.
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -15,8 +14,6 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
 
-/// Names the Python interpreter to use (default `python3`).
-pub const PYTHON_ENV: &str = "SIDELB_PYTHON";
 /// Bound on one run of the client.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -45,7 +42,7 @@ impl PythonClient {
 
     /// Runs the client to completion and parses its summary.
     pub async fn run(&self) -> Result<PythonSummary> {
-        let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
+        let python = sidelb_test_env::python()?;
         let mut command = Command::new(&python);
         command
             .arg(script_path())
@@ -61,14 +58,16 @@ impl PythonClient {
         let output = tokio::time::timeout(RUN_TIMEOUT, run)
             .await
             .with_context(|| format!("echo_client.py did not finish within {RUN_TIMEOUT:?}"))?
-            .with_context(|| format!("starting {python}"))?;
+            .with_context(|| format!("starting {}", python.display()))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() {
             bail!(
-                "echo_client.py failed ({}); it needs `pip install -r tests/python/requirements.txt`\n\
+                "echo_client.py failed ({}) under {}; it needs the packages of \
+                 tests/python/requirements.txt (`make deps-python`)\n\
                  stdout: {stdout}\nstderr: {stderr}",
-                output.status
+                output.status,
+                python.display()
             );
         }
         serde_json::from_str(stdout.trim()).with_context(|| {

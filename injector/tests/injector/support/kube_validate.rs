@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 /// Fails the test with every schema problem of every `(name, object)`.
 pub fn assert_valid(objects: &[(String, Value)]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/validate_pods.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let python = sidelb_test_env::python().unwrap_or_else(|e| panic!("{e}"));
     let input: Vec<Value> = objects
         .iter()
         .map(|(name, object)| json!({"name": name, "object": object}))
@@ -19,7 +19,7 @@ pub fn assert_valid(objects: &[(String, Value)]) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
         .write_all(Value::Array(input).to_string().as_bytes())
@@ -28,7 +28,8 @@ pub fn assert_valid(objects: &[(String, Value)]) {
     let out = child.wait_with_output().expect("the validator finishes");
     assert!(
         out.status.success(),
-        "{script} failed: {}",
+        "{script} failed under {} (it needs kubernetes-validate: `make deps-python`): {}",
+        python.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     let problems: Vec<String> =
