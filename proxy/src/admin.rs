@@ -72,9 +72,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         .map(|a| a.port())
         .unwrap_or(names::ADMIN_PORT);
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
+        let (stream, peer) = crate::listener::accept(&listener).await;
         let admitted = match connections.admit() {
             Ok(admitted) => admitted,
             Err(busy) => {

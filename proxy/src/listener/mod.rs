@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use sidelb_config::ProxyConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -125,18 +126,30 @@ pub struct Shared {
     pub h1: Arc<H1Client>,
 }
 
+/// How long an accept loop waits after a failed accept before it tries
+/// again, instead of spinning on an error that lasts (file descriptors
+/// exhausted, usually).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The next connection on `listener`; a failed accept is logged and tried
+/// again after [`ACCEPT_ERROR_PAUSE`]. Cancel-safe: it may race a drain.
+pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                tracing::warn!(listener = ?listener.local_addr().ok(), "accept failed: {e}");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
 /// Accepts connections until draining begins.
 pub async fn serve(listener: TcpListener, route: Route, shared: Shared, mut drain: Drain) {
     loop {
         let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            conn = accept(&listener) => conn,
             () = drain.signaled() => return,
         };
         let cx = ConnContext {
