@@ -3,15 +3,21 @@
 //! and runs its admission chain; kube-controller-manager's controllers make
 //! ServiceAccounts, root CA ConfigMaps and EndpointSlices. And the script
 //! itself: a second `up` reuses what runs, a killed component is restarted
-//! cleanly, `down` stops every process it started and keeps the data.
+//! cleanly, `down` stops every process it started and keeps the data. And
+//! CoreDNS (`make cluster-dns`) answers for Services from the API server.
 //!
 //! Each test runs a private control plane in a scratch directory (its own
 //! ports), so it neither needs nor disturbs `target/cluster`. The binaries
 //! come from `cluster/build.sh`'s cache; the first run on a machine builds
 //! them.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::{Resolver, TokioResolver};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
@@ -408,4 +414,118 @@ async fn wait_until_dead(pid: u32) {
     })
     .await
     .unwrap();
+}
+
+/// A resolver that asks only `server`, caching nothing, as an app would with
+/// that server in its resolv.conf.
+fn resolver(server: SocketAddr) -> TokioResolver {
+    let servers = NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+    let mut options = ResolverOpts::default();
+    options.cache_size = 0;
+    options.attempts = 1;
+    options.timeout = Duration::from_secs(2);
+    options.use_hosts_file = ResolveHosts::Never;
+    Resolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], servers),
+        TokioConnectionProvider::default(),
+    )
+    .with_options(options)
+    .build()
+}
+
+/// The addresses `name` resolves to, once they are `want`.
+async fn resolves_to(server: SocketAddr, name: &str, want: &[&str]) {
+    let mut want: Vec<IpAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
+    want.sort();
+    let resolver = resolver(server);
+    wait_until(
+        &format!("{name} to resolve to {want:?}"),
+        DNS_WAIT,
+        || async {
+            let mut got: Vec<IpAddr> = resolver.lookup_ip(name).await.ok()?.iter().collect();
+            got.sort();
+            (got == want).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// CoreDNS caches answers (and their absence) for 30 s, as in a real cluster.
+const DNS_WAIT: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_dns_answers_for_services_from_the_api_server_and_for_nothing_else() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        let mut cluster = private_cluster();
+        run(&cluster, &["dns"]);
+        cluster.reread().map(|()| cluster)
+    })
+    .await
+    .expect("join")
+    .expect("env after dns");
+    let server: SocketAddr = cluster
+        .get("SIDELB_CLUSTER_DNS")
+        .unwrap()
+        .parse()
+        .expect("DNS address");
+    let client = admin(&cluster).await;
+
+    // A headless Service's names are its EndpointSlices' addresses; a
+    // ClusterIP Service's, its ClusterIP.
+    let ns = "dns";
+    create_namespace(&client, ns).await;
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    let headless: Service = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"clusterIP": "None", "ports": [{"name": "grpc", "port": 50051}]}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &headless)
+        .await
+        .expect("headless Service");
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "db-1", "labels": {"kubernetes.io/service-name": "db"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": 50051}],
+        "endpoints": [
+            {"addresses": ["10.1.0.1"], "conditions": {"ready": true}},
+            {"addresses": ["10.1.0.2"], "conditions": {"ready": true}}
+        ]
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &slice)
+        .await
+        .expect("EndpointSlice");
+    let web: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let web = services
+        .create(&PostParams::default(), &web)
+        .await
+        .expect("Service");
+    let cluster_ip = web.spec.unwrap().cluster_ip.expect("a ClusterIP");
+
+    resolves_to(
+        server,
+        "db.dns.svc.cluster.local.",
+        &["10.1.0.1", "10.1.0.2"],
+    )
+    .await;
+    resolves_to(server, "web.dns.svc.cluster.local.", &[cluster_ip.as_str()]).await;
+    let kubernetes = cluster.get("SIDELB_CLUSTER_KUBERNETES_SERVICE_IP").unwrap();
+    resolves_to(
+        server,
+        "kubernetes.default.svc.cluster.local.",
+        &[kubernetes],
+    )
+    .await;
+
+    // Names outside the cluster are not looked up elsewhere.
+    let outside = resolver(server).lookup_ip("example.com.").await;
+    assert!(outside.is_err(), "{outside:?}");
 }
