@@ -1,6 +1,8 @@
 //! Names that cross a boundary: between the chart, the injector, the proxy and
 //! the user's manifests.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 /// The sidecar's container name; a pod that has it is never injected again.
 pub const PROXY_CONTAINER: &str = "sidelb-proxy";
 
@@ -11,6 +13,11 @@ pub const ADMIN_PORT_NAME: &str = "sidelb-admin";
 pub const OUTBOUND_PORT: u16 = 4140;
 pub const ADMIN_PORT: u16 = 4191;
 pub const INJECTOR_PORT: u16 = 8443;
+
+/// The admin address the injector gives the proxy: every interface, so the
+/// kubelet can probe it.
+pub const SIDECAR_ADMIN_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), ADMIN_PORT);
 
 /// Injector paths: the webhook configuration points at `INJECTOR_MUTATE_PATH`.
 pub const INJECTOR_MUTATE_PATH: &str = "/mutate";

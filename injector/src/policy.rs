@@ -12,7 +12,6 @@
 
 use crate::config::{self, ProxyResources, RESOURCE_ANNOTATIONS, SidecarDefaults};
 use crate::review::AdmissionRequest;
-use crate::sidecar;
 use k8s_openapi::api::core::v1::Pod;
 use sidelb_config::names;
 use sidelb_config::settings::{self, SETTINGS};
@@ -137,7 +136,7 @@ fn sidecar_can_use(setting: &Setting, key: &str, value: &str) -> Result<(), Stri
     }
     let outbound = ProxyConfig::defaults().outbound_addr;
     upstreams::parse(value, "default")
-        .and_then(|list| upstreams::check_listeners(&list, outbound, sidecar::ADMIN_ADDR))
+        .and_then(|list| upstreams::check_listeners(&list, outbound, names::SIDECAR_ADMIN_ADDR))
         .map_err(|why| format!("{key}: {why}"))
 }
 
@@ -295,4 +294,223 @@ fn unknown_annotations(annotations: &BTreeMap<String, String>) -> Vec<String> {
         .filter(|k| k.starts_with("sidelb.io/") && !known_annotation(k))
         .map(|k| format!("annotation {k} is not a sidelb setting and is ignored; see the sidelb README for the annotations"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::InjectorConfig;
+    use serde_json::{Value, json};
+
+    fn defaults() -> SidecarDefaults {
+        InjectorConfig::parse_from(["sidelb-injector", "--tls-cert", "/c", "--tls-key", "/k"])
+            .expect("default configuration")
+            .sidecar
+    }
+
+    fn request(kind: &str, sub_resource: Option<&str>, operation: &str, object: Value) -> Value {
+        json!({
+            "uid": "u",
+            "kind": {"group": "", "version": "v1", "kind": kind},
+            "subResource": sub_resource,
+            "operation": operation,
+            "object": object,
+        })
+    }
+
+    fn pod(labels: Value, annotations: Value, spec: Value) -> Value {
+        json!({
+            "metadata": {"labels": labels, "annotations": annotations},
+            "spec": spec,
+        })
+    }
+
+    fn app() -> Value {
+        json!({"containers": [{"name": "app", "image": "app"}]})
+    }
+
+    fn annotated(annotations: Value) -> Value {
+        request("Pod", None, "CREATE", pod(json!({}), annotations, app()))
+    }
+
+    /// The decision in a few words: `skip:<reason>`, `inject`, `refuse:<message>`
+    /// or `error:<message>`.
+    fn outcome(req: &Value) -> (String, Option<Plan>) {
+        let req: AdmissionRequest = serde_json::from_value(req.clone()).expect("a request");
+        match decide(&req, &defaults()) {
+            Ok(Decision::Skip(skip)) => (format!("skip:{}", skip.reason()), None),
+            Ok(Decision::Inject(plan)) => ("inject".into(), Some(plan)),
+            Ok(Decision::Refuse(why)) => (format!("refuse:{why}"), None),
+            Err(e) => (format!("error:{e}"), None),
+        }
+    }
+
+    #[test]
+    fn which_requests_are_left_alone_refused_or_injected() {
+        let proxy = json!({"containers": [{"name": names::PROXY_CONTAINER}]});
+        let proxy_init = json!({
+            "containers": [{"name": "app"}],
+            "initContainers": [{"name": names::PROXY_CONTAINER}],
+        });
+        let disabled = json!({(names::INJECT): " disabled "});
+        let cases = [
+            (
+                "a Service",
+                request("Service", None, "CREATE", json!({})),
+                "skip:not-a-pod",
+            ),
+            (
+                "a binding",
+                request("Pod", Some("binding"), "CREATE", json!({})),
+                "skip:not-a-pod",
+            ),
+            (
+                "an update",
+                request("Pod", None, "UPDATE", app()),
+                "skip:not-create",
+            ),
+            (
+                "a delete",
+                request("Pod", None, "DELETE", Value::Null),
+                "skip:not-create",
+            ),
+            (
+                "no object",
+                request("Pod", None, "CREATE", Value::Null),
+                "error:request.object is missing",
+            ),
+            (
+                "not a pod",
+                request("Pod", None, "CREATE", json!({"spec": "x"})),
+                "error:request.object is not a Pod",
+            ),
+            (
+                "proxy present",
+                request("Pod", None, "CREATE", pod(json!({}), json!({}), proxy)),
+                "skip:already-injected",
+            ),
+            (
+                "proxy present as a native sidecar",
+                request("Pod", None, "CREATE", pod(json!({}), json!({}), proxy_init)),
+                "skip:already-injected",
+            ),
+            (
+                "label off",
+                request(
+                    "Pod",
+                    None,
+                    "CREATE",
+                    pod(disabled.clone(), json!({}), app()),
+                ),
+                "skip:disabled-by-label",
+            ),
+            (
+                "annotation off",
+                annotated(disabled),
+                "skip:disabled-by-annotation",
+            ),
+            ("a plain pod", annotated(json!({})), "inject"),
+            (
+                "a bad balancer",
+                annotated(json!({"sidelb.io/balancer": "random"})),
+                "refuse:sidelb.io/balancer",
+            ),
+            (
+                "a bad native-sidecar",
+                annotated(json!({(names::NATIVE_SIDECAR): "yes"})),
+                "refuse:sidelb.io/native-sidecar",
+            ),
+            (
+                "a bad quantity",
+                annotated(json!({(names::PROXY_MEMORY_LIMIT): "64MB"})),
+                "refuse:sidelb.io/proxy-memory-limit",
+            ),
+            (
+                "a request above its limit",
+                annotated(json!({(names::PROXY_CPU_REQUEST): "2", (names::PROXY_CPU_LIMIT): "1"})),
+                "refuse:sidelb.io/proxy-cpu-request: `2` is above the limit `1`",
+            ),
+            (
+                "an upstream on the admin port",
+                annotated(json!({"sidelb.io/upstreams": "greeter.default:50051=4191"})),
+                "refuse:sidelb.io/upstreams",
+            ),
+        ];
+        for (name, req, expected) in cases {
+            let (got, _) = outcome(&req);
+            assert!(got.starts_with(expected), "{name}: {got}");
+        }
+    }
+
+    #[test]
+    fn every_bad_annotation_is_named_at_once() {
+        let (got, _) = outcome(&annotated(json!({
+            "sidelb.io/balancer": "random",
+            (names::PROXY_CPU_LIMIT): "lots",
+        })));
+        assert!(got.contains("sidelb.io/balancer"), "{got}");
+        assert!(got.contains("sidelb.io/proxy-cpu-limit"), "{got}");
+    }
+
+    #[test]
+    fn the_plan_follows_the_annotations_over_the_defaults() {
+        let (_, plan) = outcome(&annotated(json!({
+            "sidelb.io/balancer": " round-robin ",
+            (names::PROXY_MEMORY_LIMIT): "128Mi",
+            "sidelb.io/balancr": "typo",
+        })));
+        let plan = plan.expect("injected");
+        assert!(plan.native);
+        assert_eq!(
+            plan.proxy_env,
+            [(settings::BALANCER, "round-robin".to_owned())]
+        );
+        assert_eq!(plan.resources.memory_limit.as_deref(), Some("128Mi"));
+        assert_eq!(
+            plan.resources.cpu_request,
+            defaults().resources.cpu_request,
+            "unset ones keep the injector's defaults"
+        );
+        assert_eq!(plan.token_volume, None);
+        assert!(plan.annotations.is_empty());
+        assert_eq!(plan.warnings.len(), 1);
+        assert!(plan.warnings[0].contains("sidelb.io/balancr"));
+    }
+
+    #[test]
+    fn a_classic_sidecar_gets_a_shutdown_grace_and_leaves_the_app_the_default_container() {
+        let (_, plan) = outcome(&annotated(json!({(names::NATIVE_SIDECAR): "false"})));
+        let plan = plan.expect("injected");
+        assert!(!plan.native);
+        assert_eq!(
+            plan.proxy_env,
+            [(settings::SHUTDOWN_GRACE, CLASSIC_SHUTDOWN_GRACE.to_owned())]
+        );
+        assert_eq!(plan.annotations, [(DEFAULT_CONTAINER, "app".to_owned())]);
+
+        let (_, plan) = outcome(&annotated(json!({
+            (names::NATIVE_SIDECAR): "false",
+            "sidelb.io/shutdown-grace": "3s",
+        })));
+        let env = plan.expect("injected").proxy_env;
+        assert!(
+            env.contains(&(settings::SHUTDOWN_GRACE, "3s".to_owned())),
+            "{env:?}"
+        );
+    }
+
+    #[test]
+    fn a_pod_without_automounted_token_gets_a_volume_of_a_free_name() {
+        let spec = json!({
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app"}],
+            "volumes": [{"name": TOKEN_VOLUME, "emptyDir": {}}],
+        });
+        let req = request("Pod", None, "CREATE", pod(json!({}), json!({}), spec));
+        let (_, plan) = outcome(&req);
+        assert_eq!(
+            plan.expect("injected").token_volume,
+            Some(format!("{TOKEN_VOLUME}-1"))
+        );
+    }
 }

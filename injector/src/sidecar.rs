@@ -20,7 +20,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sidelb_config::names;
 use sidelb_config::settings;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// The proxy's user and group: fixed and non-root, so `runAsNonRoot` can be
 /// verified by the kubelet whatever the image says.
@@ -28,10 +27,6 @@ pub const PROXY_UID: i64 = 2102;
 
 /// Where Kubernetes clients look for the service-account token.
 pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/// The admin address the injector gives the proxy, so the kubelet can probe it.
-pub const ADMIN_ADDR: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), names::ADMIN_PORT);
 
 /// The proxy container for `plan`.
 pub fn container(plan: &Plan, defaults: &SidecarDefaults) -> Container {
@@ -98,7 +93,7 @@ fn env(plan: &Plan) -> Vec<EnvVar> {
     let mut vars = vec![
         field(names::POD_NAME_ENV, "metadata.name"),
         field(names::POD_NAMESPACE_ENV, "metadata.namespace"),
-        value(settings::ADMIN_ADDR, &ADMIN_ADDR.to_string()),
+        value(settings::ADMIN_ADDR, &names::SIDECAR_ADMIN_ADDR.to_string()),
     ];
     vars.extend(plan.proxy_env.iter().map(|(name, v)| value(name, v)));
     vars

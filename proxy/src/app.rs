@@ -5,6 +5,7 @@ use crate::admin::{self, Admin};
 use crate::balancer::Balancers;
 use crate::discovery::Discover;
 use crate::discovery::file::{FileDiscovery, FileError};
+use crate::discovery::kubernetes::{KubernetesDiscovery, KubernetesError};
 use crate::drain::DrainController;
 use crate::forward::h1::H1Client;
 use crate::listener::{self, Shared};
@@ -29,7 +30,7 @@ pub enum StartError {
     #[error("{0}")]
     Discovery(String),
     #[error(transparent)]
-    Kubernetes(#[from] crate::discovery::kubernetes::KubernetesError),
+    Kubernetes(#[from] KubernetesError),
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
@@ -61,7 +62,7 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
             file.spawn_watch();
             Arc::new(file)
         }
-        Discovery::Kubernetes => crate::discovery::kubernetes_source(&config).await?,
+        Discovery::Kubernetes => Arc::new(KubernetesDiscovery::connect().await?),
     };
     let balancers = Balancers::new(discover, config.clone(), metrics.clone());
     balancers.keep_listed(config.upstreams.iter().map(|u| u.service.clone()).collect());

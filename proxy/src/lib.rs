@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod drain;
 pub mod endpoint;
 pub mod forward;
+pub mod http1;
 pub mod listener;
 pub mod metrics;
 pub mod router;

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 body reader (`listener/h1/body.rs`): chunked decoding and
+//! The HTTP/1.1 body reader (`http1/body.rs`): chunked decoding and
 //! exact lengths, fed the way a socket feeds it (in pieces of any size).
 //!
 //! - any bytes, cut into any pieces: no panic, and the data it passes on is
@@ -13,8 +13,8 @@ use bytes::BytesMut;
 use http::HeaderMap;
 use proptest::prelude::*;
 use sidelb_fuzz::{config, corpus, mutated};
-use sidelb_proxy::listener::h1::body::{FrameResult, read};
-use sidelb_proxy::listener::h1::head::Framing;
+use sidelb_proxy::http1::body::{FrameResult, read};
+use sidelb_proxy::http1::head::Framing;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};

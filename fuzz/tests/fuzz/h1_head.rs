@@ -1,4 +1,4 @@
-//! The HTTP/1.1 request head parser (`listener/h1/head.rs`), which decides
+//! The HTTP/1.1 request head parser (`http1/head.rs`), which decides
 //! how a request's body is framed, so every smuggling attempt hinges on it.
 //!
 //! - any bytes: no panic; a head is never longer than the input or the limit;
@@ -14,7 +14,7 @@
 
 use proptest::prelude::*;
 use sidelb_fuzz::{config, corpus, mutated};
-use sidelb_proxy::listener::h1::head::{Framing, HeadError, parse};
+use sidelb_proxy::http1::head::{Framing, HeadError, parse};
 
 const TARGET: &str = "h1_head";
 const MAX: usize = 8192;

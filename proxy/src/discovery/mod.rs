@@ -42,15 +42,6 @@ pub enum Update {
 
 pub type UpdateRx = mpsc::UnboundedReceiver<Update>;
 
-/// The Kubernetes source, for `SIDELB_DISCOVERY=kubernetes`.
-pub async fn kubernetes_source(
-    _config: &sidelb_config::ProxyConfig,
-) -> Result<std::sync::Arc<dyn Discover>, crate::app::StartError> {
-    Ok(std::sync::Arc::new(
-        kubernetes::KubernetesDiscovery::connect().await?,
-    ))
-}
-
 /// A source of endpoints.
 pub trait Discover: Send + Sync + 'static {
     /// Starts or joins discovery of `service`. The source sends an initial

@@ -9,8 +9,8 @@
 use super::error::ProxyError;
 use crate::balancer::{Pool, Protocol};
 use crate::endpoint::{Endpoint, InFlight};
-use crate::listener::h1::body::{BodyError, BodySlot, ChannelBody, untouched};
-use crate::listener::h1::head::RequestHead;
+use crate::http1::body::{BodyError, BodySlot, ChannelBody, untouched};
+use crate::http1::head::RequestHead;
 use crate::time::now_us;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;

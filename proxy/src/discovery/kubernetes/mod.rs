@@ -93,7 +93,7 @@ pub enum KubernetesError {
 pub struct KubernetesDiscovery {
     client: Client,
     cluster_url: Arc<str>,
-    registry: Arc<Registry>,
+    registry: Arc<Registry<Subscriber>>,
     runtime: tokio::runtime::Handle,
     reach: Reach,
 }

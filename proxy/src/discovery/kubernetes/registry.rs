@@ -5,27 +5,37 @@
 //! has gone retires here, under the same lock subscribers are handed over
 //! with, so a subscriber arriving at that moment is either taken by the
 //! retiring task or given a new one — never lost to a task that is ending.
+//!
+//! The registry only hands subscribers over; what one is (a port and where
+//! its updates go) is the watch task's business, so it is generic over it.
 
 use super::ServiceRef;
-use super::watch::Subscriber;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::mpsc;
 
-#[derive(Default)]
-pub struct Registry {
-    watches: Mutex<HashMap<ServiceRef, Watch>>,
+pub struct Registry<Subscriber> {
+    watches: Mutex<HashMap<ServiceRef, Watch<Subscriber>>>,
     /// Tells a retiring task's entry from a newer one for the same Service.
     next_generation: AtomicU64,
 }
 
-struct Watch {
+struct Watch<Subscriber> {
     generation: u64,
     joining: mpsc::UnboundedSender<Subscriber>,
 }
 
-impl Registry {
+impl<Subscriber> Default for Registry<Subscriber> {
+    fn default() -> Self {
+        Registry {
+            watches: Mutex::new(HashMap::new()),
+            next_generation: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<Subscriber> Registry<Subscriber> {
     /// Hands `subscriber` to the task watching `service`, or calls `start`
     /// with the receiving end for a new task (and its generation).
     pub fn join(

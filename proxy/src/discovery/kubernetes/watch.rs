@@ -48,7 +48,7 @@ pub async fn run(
     client: Client,
     service: ServiceRef,
     mut joining: mpsc::UnboundedReceiver<Subscriber>,
-    registry: Arc<Registry>,
+    registry: Arc<Registry<Subscriber>>,
     generation: u64,
 ) {
     let namespace = &service.namespace;

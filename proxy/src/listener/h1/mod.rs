@@ -6,14 +6,13 @@
 //! whole within the header read timeout; a connection idle between requests
 //! is closed after [`IDLE_TIMEOUT`].
 
-pub mod body;
-pub mod head;
 pub mod response;
 
 use super::ConnContext;
 use crate::drain::Drain;
 use crate::forward::error::ProxyError;
 use crate::forward::h1::{Forwarded, forward};
+use crate::http1::{body, head};
 use bytes::{Buf, BytesMut};
 use head::{Framing, HeadError, RequestHead};
 use http::StatusCode;

@@ -5,7 +5,7 @@
 //! trailers; an HTTP/1.0 client gets a body delimited by closing the
 //! connection.
 
-use super::head::{connection_tokens, strip_hop_by_hop};
+use crate::http1::head::{connection_tokens, strip_hop_by_hop};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Method, Response, StatusCode, Version, header};
 use http_body::Body;
