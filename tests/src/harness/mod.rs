@@ -25,6 +25,7 @@
 //!   kube-controller-manager, etcd), a private one or the running one.
 //! - [`PodNet`]: a pod's network namespace and an outside one, to tell a
 //!   loopback client from one that reaches the pod IP.
+//! - [`NodeAgent`]: a `sidelb-node-agent` playing the kubelet against a real control plane.
 //! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
 //! - [`Process`]: the guard under all of these: killed on drop, logs kept and
 //!   printed when a test fails.
@@ -80,6 +81,7 @@ pub mod kubectl;
 pub mod load;
 pub mod metrics;
 pub mod netns;
+pub mod node_agent;
 pub mod open_call;
 pub mod ports;
 pub mod process;
@@ -103,6 +105,7 @@ pub use injector::Injector;
 pub use kubectl::{Kubectl, kubectl_present};
 pub use load::{Load, LoadLimits};
 pub use netns::PodNet;
+pub use node_agent::NodeAgent;
 pub use open_call::OpenCall;
 pub use process::Process;
 pub use proxy::{Proxy, ProxyOptions};

@@ -27,8 +27,9 @@ use tonic::{Code, Response, Status};
 /// Bound on one call made by the harness; a call past it counts as timed out.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where calls landed and how they ended.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Where calls landed and how they ended. Serialised as JSON by the
+/// client app `sidelb-test-client`, which runs inside pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     by_backend: BTreeMap<String, u64>,
     by_code: BTreeMap<i32, u64>,
