@@ -35,7 +35,11 @@ impl ControlPlane {
     pub fn private() -> Result<ControlPlane> {
         let scratch = ScratchDir::new("cluster")?;
         let dir = scratch.path().join("cluster");
-        script(&dir, &["up"])?;
+        if let Err(err) = script(&dir, &["up"]) {
+            // A start that failed half-way leaves the components that did start.
+            let _ = script(&dir, &["down"]);
+            return Err(err);
+        }
         let mut cluster = ControlPlane::read(&dir)?;
         cluster.scratch = Some(scratch);
         Ok(cluster)
