@@ -6,7 +6,7 @@
 With --kubeconfig, Helm's `lookup` reads the live cluster (as `helm upgrade`
 does, so an existing certificate Secret is reused); without, it renders
 offline like `helm template`. Used by the Rust end-to-end test
-tests/tests/chart_install.rs.
+tests/tests/e2e/chart/install.rs.
 """
 
 import argparse

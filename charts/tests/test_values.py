@@ -95,7 +95,7 @@ def expected_settings_schema():
 def test_schema_knows_every_proxy_setting():
     """values.schema.json's proxy.settings lists exactly the settings in
     files/proxy-settings.json (itself checked against SETTINGS by
-    `cargo test -p sidelb-tests --test chart_contract`).
+    `cargo test -p sidelb-tests --test e2e -- chart::contract`).
     SIDELB_UPDATE_CHART=1 rewrites it."""
     schema = json.loads(SCHEMA_PATH.read_text())
     expected = expected_settings_schema()

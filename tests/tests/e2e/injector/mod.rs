@@ -1,0 +1,3 @@
+//! `sidelb-injector` end to end, registered as a mutating webhook.
+
+mod kubectl;

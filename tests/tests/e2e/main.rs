@@ -1,0 +1,25 @@
+//! sidelb end to end: the real binaries (`sidelb-proxy`, `sidelb-injector`,
+//! the test backends) started by the harness on 127.0.0.1, one test binary
+//! with a module per concern (one link for all of them):
+//!
+//! - [`backend`]: the test backends and the Python client, before anything
+//!   is put between them;
+//! - [`proxy`]: the proxy with file discovery, one theme per module;
+//! - [`resilience`]: what goes wrong, asserted with counts;
+//! - [`discovery`]: the proxy's Kubernetes discovery against the fake API server;
+//! - [`injector`]: the injector as kubectl users meet it;
+//! - [`chart`]: the Helm chart, its copies of the settings and its install;
+//! - [`control_plane`]: `make cluster`'s control plane and script, shown to be the real ones;
+//! - [`node_agent`]: pods run by the node agent against that control plane.
+//!
+//! Run one concern or one test with a filter:
+//! `cargo test -p sidelb-tests --test e2e -- proxy::balance`.
+
+mod backend;
+mod chart;
+mod control_plane;
+mod discovery;
+mod injector;
+mod node_agent;
+mod proxy;
+mod resilience;

@@ -1,0 +1,15 @@
+//! `sidelb-proxy` with file discovery, one theme per module, each saying what
+//! it proves at its top.
+
+mod admin;
+mod admin_access;
+mod balance;
+mod config;
+mod connections;
+mod deadlines;
+mod endpoints;
+mod errors;
+mod http1;
+mod lifecycle;
+mod smoke;
+mod streaming;
