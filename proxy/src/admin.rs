@@ -42,24 +42,24 @@ use tokio::net::TcpListener;
 
 /// Most connections open on the admin port: the kubelet's probes (a new
 /// connection each), a scraper or two and a port-forward need a handful.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// A connection with no request for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub struct Admin {
-    pub balancers: Arc<Balancers>,
-    pub metrics: Arc<Metrics>,
-    pub balancer_name: &'static str,
+pub(crate) struct Admin {
+    pub(crate) balancers: Arc<Balancers>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) balancer_name: &'static str,
     /// `Err(reason)` until the proxy is ready.
-    pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    pub(crate) ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     /// For the way to reach a loopback-only path from outside the pod.
-    pub pod_name: String,
-    pub pod_namespace: String,
+    pub(crate) pod_name: String,
+    pub(crate) pod_namespace: String,
     /// Also how long a connection may take to send a request head.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
 }
 
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     let connections = Connections::new(MAX_CONNECTIONS);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -103,7 +103,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 
 /// Whether `peer` may use `path`: the public paths answer everyone, the
 /// rest only loopback clients (an IPv4-mapped IPv6 loopback included).
-pub fn allowed(path: &str, peer: SocketAddr) -> bool {
+pub(crate) fn allowed(path: &str, peer: SocketAddr) -> bool {
     names::ADMIN_PUBLIC_PATHS.contains(&path) || peer.ip().to_canonical().is_loopback()
 }
 
@@ -212,7 +212,7 @@ impl Admin {
         }
     }
 
-    pub fn endpoints_view(&self) -> EndpointsView {
+    pub(crate) fn endpoints_view(&self) -> EndpointsView {
         EndpointsView {
             balancer: self.balancer_name,
             services: self
@@ -236,52 +236,52 @@ fn state_of(ep: &Endpoint) -> &'static str {
 }
 
 #[derive(Serialize)]
-pub struct EndpointsView {
-    pub balancer: &'static str,
-    pub services: Vec<ServiceView>,
+pub(crate) struct EndpointsView {
+    pub(crate) balancer: &'static str,
+    pub(crate) services: Vec<ServiceView>,
 }
 
 #[derive(Serialize)]
-pub struct ServiceView {
-    pub service: String,
-    pub name: String,
-    pub namespace: String,
-    pub port: String,
+pub(crate) struct ServiceView {
+    pub(crate) service: String,
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) port: String,
     /// `resolved`, `pending` or `no-service`.
-    pub resolution: &'static str,
+    pub(crate) resolution: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    pub in_flight: usize,
-    pub ejected: usize,
-    pub endpoints: Vec<EndpointView>,
+    pub(crate) message: Option<String>,
+    pub(crate) in_flight: usize,
+    pub(crate) ejected: usize,
+    pub(crate) endpoints: Vec<EndpointView>,
 }
 
 #[derive(Serialize)]
-pub struct EndpointView {
-    pub address: String,
-    pub name: Option<String>,
+pub(crate) struct EndpointView {
+    pub(crate) address: String,
+    pub(crate) name: Option<String>,
     /// `ready`, `connecting`, `down`, `no-http2`, `ejected` or `draining`.
-    pub state: &'static str,
-    pub connection: &'static str,
-    pub connections: usize,
-    pub in_flight: usize,
-    pub ewma_ms: f64,
-    pub requests: u64,
-    pub failures: u64,
-    pub consecutive_failures: u32,
-    pub ejections: u32,
+    pub(crate) state: &'static str,
+    pub(crate) connection: &'static str,
+    pub(crate) connections: usize,
+    pub(crate) in_flight: usize,
+    pub(crate) ewma_ms: f64,
+    pub(crate) requests: u64,
+    pub(crate) failures: u64,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) ejections: u32,
     /// Time left in the current ejection.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ejected_for_ms: Option<u64>,
+    pub(crate) ejected_for_ms: Option<u64>,
     /// Length of the current ejection (the base time, doubled per repeat).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ejection_ms: Option<u64>,
+    pub(crate) ejection_ms: Option<u64>,
     /// Time left in the endpoint's slow start (`SIDELB_SLOW_START`), while
     /// it takes less than a full share.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub slow_start_ms: Option<u64>,
+    pub(crate) slow_start_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 fn service_view(pool: &Pool) -> ServiceView {

@@ -45,8 +45,6 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
 
 /// Everything the running proxy holds; dropping it stops nothing by itself.
 pub struct Running {
-    pub balancers: Arc<Balancers>,
-    pub metrics: Arc<Metrics>,
     drain: DrainController,
     draining: Arc<AtomicBool>,
     config: Arc<ProxyConfig>,
@@ -137,8 +135,6 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
         env!("CARGO_PKG_VERSION")
     );
     Ok(Running {
-        balancers,
-        metrics,
         drain,
         draining,
         config,

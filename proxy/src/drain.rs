@@ -9,23 +9,23 @@ use tokio::sync::{mpsc, watch};
 
 /// Held by every connection task.
 #[derive(Clone)]
-pub struct Drain {
+pub(crate) struct Drain {
     signal: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
 }
 
 impl Drain {
     /// Resolves once draining has begun.
-    pub async fn signaled(&mut self) {
+    pub(crate) async fn signaled(&mut self) {
         let _ = self.signal.wait_for(|draining| *draining).await;
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         *self.signal.borrow()
     }
 }
 
-pub struct DrainController {
+pub(crate) struct DrainController {
     signal: watch::Sender<bool>,
     alive_tx: mpsc::Sender<()>,
     alive_rx: mpsc::Receiver<()>,
@@ -38,7 +38,7 @@ impl Default for DrainController {
 }
 
 impl DrainController {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (signal, _) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel(1);
         DrainController {
@@ -48,7 +48,7 @@ impl DrainController {
         }
     }
 
-    pub fn watch(&self) -> Drain {
+    pub(crate) fn watch(&self) -> Drain {
         Drain {
             signal: self.signal.subscribe(),
             _alive: self.alive_tx.clone(),
@@ -57,7 +57,7 @@ impl DrainController {
 
     /// Signals every holder and waits up to `timeout` for them to finish.
     /// Returns whether everything finished in time.
-    pub async fn drain(self, timeout: Duration) -> bool {
+    pub(crate) async fn drain(self, timeout: Duration) -> bool {
         let DrainController {
             signal,
             alive_tx,

@@ -14,15 +14,15 @@
 //! updates; [`admin`] shows what the proxy knows; [`app`] wires it together
 //! and runs the shutdown sequence.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod balancer;
 pub mod discovery;
-pub mod drain;
+pub(crate) mod drain;
 pub mod endpoint;
 pub mod forward;
 pub mod http1;
-pub mod listener;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod router;
 pub mod time;

@@ -13,35 +13,35 @@ use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabels {
-    pub service: String,
+pub(crate) struct ServiceLabels {
+    pub(crate) service: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabels {
-    pub service: String,
-    pub endpoint: String,
+pub(crate) struct EndpointLabels {
+    pub(crate) service: String,
+    pub(crate) endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub service: String,
+pub(crate) struct RequestLabels {
+    pub(crate) service: String,
     /// Empty when the proxy answered itself (no endpoint was reached).
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// Empty for requests that are not gRPC.
-    pub grpc_status: String,
-    pub http_status: String,
+    pub(crate) grpc_status: String,
+    pub(crate) http_status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
-    pub service: String,
-    pub state: String,
+pub(crate) struct StateLabels {
+    pub(crate) service: String,
+    pub(crate) state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
-    pub protocol: String,
+pub(crate) struct ListenerLabels {
+    pub(crate) protocol: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -52,18 +52,18 @@ fn latency_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Family<ServiceLabels, Histogram, fn() -> Histogram>,
-    pub endpoints: Family<StateLabels, Gauge>,
-    pub discovery_updates: Family<ServiceLabels, Counter>,
-    pub retries: Family<ServiceLabels, Counter>,
-    pub retries_over_budget: Family<ServiceLabels, Counter>,
-    pub overloaded: Family<ServiceLabels, Counter>,
-    pub ejections: Family<EndpointLabels, Counter>,
-    pub ejected: Family<EndpointLabels, Gauge>,
-    pub connect_failures: Family<EndpointLabels, Counter>,
-    pub app_connections: Family<ListenerLabels, Counter>,
-    pub protocol_errors: Family<ListenerLabels, Counter>,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) request_duration: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    pub(crate) endpoints: Family<StateLabels, Gauge>,
+    pub(crate) discovery_updates: Family<ServiceLabels, Counter>,
+    pub(crate) retries: Family<ServiceLabels, Counter>,
+    pub(crate) retries_over_budget: Family<ServiceLabels, Counter>,
+    pub(crate) overloaded: Family<ServiceLabels, Counter>,
+    pub(crate) ejections: Family<EndpointLabels, Counter>,
+    pub(crate) ejected: Family<EndpointLabels, Gauge>,
+    pub(crate) connect_failures: Family<EndpointLabels, Counter>,
+    pub(crate) app_connections: Family<ListenerLabels, Counter>,
+    pub(crate) protocol_errors: Family<ListenerLabels, Counter>,
     /// Serialises scrapes, which reset the state gauges.
     scrape: Mutex<()>,
 }
@@ -157,7 +157,7 @@ impl Metrics {
     }
 
     /// Encodes every metric; `refresh` first sets the state gauges.
-    pub fn encode(&self, refresh: impl FnOnce(&Self)) -> String {
+    pub(crate) fn encode(&self, refresh: impl FnOnce(&Self)) -> String {
         let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.endpoints.clear();
         refresh(self);

@@ -13,22 +13,22 @@ use std::sync::Arc;
 
 /// Where a listener's requests go.
 #[derive(Clone)]
-pub enum Route {
+pub(crate) enum Route {
     /// Every request to one service (an upstream listener).
     Fixed(Arc<Pool>),
     /// By authority, with names relative to `namespace`.
     ByAuthority(Arc<AuthorityRouter>),
 }
 
-pub struct AuthorityRouter {
-    pub balancers: Arc<Balancers>,
-    pub namespace: String,
-    pub cluster_domain: String,
-    pub listen: std::net::SocketAddr,
+pub(crate) struct AuthorityRouter {
+    pub(crate) balancers: Arc<Balancers>,
+    pub(crate) namespace: String,
+    pub(crate) cluster_domain: String,
+    pub(crate) listen: std::net::SocketAddr,
 }
 
 impl AuthorityRouter {
-    pub fn resolve(&self, authority: &str) -> Result<Arc<Pool>, ProxyError> {
+    pub(crate) fn resolve(&self, authority: &str) -> Result<Arc<Pool>, ProxyError> {
         let key = parse_authority(authority, &self.namespace, &self.cluster_domain)
             .map_err(|why| ProxyError::UnknownAuthority(format!(
                 "cannot route authority `{authority}` on {}: {why}; dial `service.namespace:port` (e.g. `greeter.default:50051`) or map the service to a local port with SIDELB_UPSTREAMS",

@@ -11,6 +11,6 @@ pub fn now_us() -> u64 {
     EPOCH.elapsed().as_micros() as u64
 }
 
-pub fn us(d: Duration) -> u64 {
+pub(crate) fn us(d: Duration) -> u64 {
     d.as_micros().min(u64::MAX as u128) as u64
 }

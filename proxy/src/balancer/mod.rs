@@ -9,21 +9,21 @@
 
 pub mod outlier;
 pub mod pick;
-pub mod pool;
+pub(crate) mod pool;
 
 use crate::discovery::Discover;
 use crate::metrics::Metrics;
 use crate::time::{now_us, us};
-pub use pick::Protocol;
-pub use pool::{Admission, NoEndpoint, Overloaded, Pool, Resolution};
+pub(crate) use pick::Protocol;
+pub(crate) use pool::{NoEndpoint, Overloaded, Pool, Resolution};
 use sidelb_config::{ProxyConfig, ServiceKey};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub const IDLE_POOL_TTL: Duration = Duration::from_secs(600);
+pub(crate) const IDLE_POOL_TTL: Duration = Duration::from_secs(600);
 
-pub struct Balancers {
+pub(crate) struct Balancers {
     pools: RwLock<HashMap<ServiceKey, Arc<PoolEntry>>>,
     discover: Arc<dyn Discover>,
     config: Arc<ProxyConfig>,
@@ -36,7 +36,7 @@ struct PoolEntry {
 }
 
 impl Balancers {
-    pub fn new(
+    pub(crate) fn new(
         discover: Arc<dyn Discover>,
         config: Arc<ProxyConfig>,
         metrics: Arc<Metrics>,
@@ -50,7 +50,7 @@ impl Balancers {
     }
 
     /// The pool of `key`, made and subscribed on first use.
-    pub fn get(&self, key: &ServiceKey) -> Arc<Pool> {
+    pub(crate) fn get(&self, key: &ServiceKey) -> Arc<Pool> {
         if let Some(entry) = self
             .pools
             .read()
@@ -63,12 +63,12 @@ impl Balancers {
     }
 
     /// The pool of a configured upstream: never dropped when idle.
-    pub fn pin(&self, key: &ServiceKey) -> Arc<Pool> {
+    pub(crate) fn pin(&self, key: &ServiceKey) -> Arc<Pool> {
         self.create(key, true)
     }
 
     /// Lets the pool of `key` be dropped once idle again.
-    pub fn unpin(&self, key: &ServiceKey) {
+    pub(crate) fn unpin(&self, key: &ServiceKey) {
         if let Some(entry) = self
             .pools
             .read()
@@ -82,7 +82,7 @@ impl Balancers {
     /// Keeps a pool for every Service the discovery source lists by itself
     /// (see [`Discover::listed`]) for as long as it lists it; `configured`
     /// pools (the upstream listeners') stay pinned whatever the list says.
-    pub fn keep_listed(self: &Arc<Self>, configured: Vec<ServiceKey>) {
+    pub(crate) fn keep_listed(self: &Arc<Self>, configured: Vec<ServiceKey>) {
         let Some(mut listed) = self.discover.listed() else {
             return;
         };
@@ -142,7 +142,7 @@ impl Balancers {
         pool
     }
 
-    pub fn pools(&self) -> Vec<Arc<Pool>> {
+    pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
         let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<_> = pools.values().map(|e| e.pool.clone()).collect();
         out.sort_by(|a, b| a.key().cmp(b.key()));
@@ -150,7 +150,7 @@ impl Balancers {
     }
 
     /// Whether discovery works and every pinned pool has heard from it once.
-    pub fn ready(&self) -> Result<(), String> {
+    pub(crate) fn ready(&self) -> Result<(), String> {
         self.discover.ready()?;
         for pool in self.pools() {
             if pool.is_pinned() && pool.resolution() == Resolution::Pending {
@@ -161,7 +161,7 @@ impl Balancers {
     }
 
     /// Drops pools unused for `ttl` with nothing in flight.
-    pub fn drop_idle(&self, ttl: Duration) -> usize {
+    pub(crate) fn drop_idle(&self, ttl: Duration) -> usize {
         let cutoff = now_us().saturating_sub(us(ttl));
         let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
         let before = pools.len();
@@ -182,7 +182,7 @@ impl Balancers {
     }
 
     /// Runs [`Self::drop_idle`] periodically until the task is dropped.
-    pub async fn run_idle_sweeper(self: Arc<Self>) {
+    pub(crate) async fn run_idle_sweeper(self: Arc<Self>) {
         let mut tick = tokio::time::interval(IDLE_POOL_TTL / 10);
         loop {
             tick.tick().await;

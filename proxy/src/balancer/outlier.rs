@@ -48,12 +48,12 @@ impl Outlier {
     }
 
     /// How many endpoints the service has now.
-    pub fn set_size(&self, n: usize) {
+    pub(crate) fn set_size(&self, n: usize) {
         self.size.store(n, Relaxed);
     }
 
     /// How many endpoints are out now.
-    pub fn ejected(&self) -> usize {
+    pub(crate) fn ejected(&self) -> usize {
         self.ejected.load(Relaxed)
     }
 
@@ -71,13 +71,13 @@ impl Outlier {
             .min(self.max_us)
     }
 
-    pub fn on_success(&self, ep: &Endpoint) {
+    pub(crate) fn on_success(&self, ep: &Endpoint) {
         ep.health().succeeded();
     }
 
     /// A failed exchange with `ep` at `now` (µs); ejects it when it is the
     /// last of a run and the cap allows.
-    pub fn on_failure(&self, ep: &Endpoint, now: u64) {
+    pub(crate) fn on_failure(&self, ep: &Endpoint, now: u64) {
         if self.failures_to_eject == 0 {
             return;
         }
@@ -115,7 +115,7 @@ impl Outlier {
     }
 
     /// Whether `ep` is ejected at `now`; returns it to rotation when its time is up.
-    pub fn is_out(&self, ep: &Endpoint, now: u64) -> bool {
+    pub(crate) fn is_out(&self, ep: &Endpoint, now: u64) -> bool {
         match ep.health().check(now) {
             Rotation::In => false,
             Rotation::Out => true,
@@ -132,7 +132,7 @@ impl Outlier {
     }
 
     /// An endpoint left the service: it no longer counts as ejected.
-    pub fn forget(&self, ep: &Endpoint) {
+    pub(crate) fn forget(&self, ep: &Endpoint) {
         if ep.health().clear() {
             self.ejected.fetch_sub(1, Relaxed);
             self.metrics.ejected.remove(&ep.metric_labels());
@@ -140,7 +140,7 @@ impl Outlier {
     }
 
     /// Returns every endpoint whose time is up at `now` (for views of state).
-    pub fn sweep<'a>(&self, eps: impl IntoIterator<Item = &'a Arc<Endpoint>>, now: u64) {
+    pub(crate) fn sweep<'a>(&self, eps: impl IntoIterator<Item = &'a Arc<Endpoint>>, now: u64) {
         for ep in eps {
             self.is_out(ep, now);
         }

@@ -26,12 +26,10 @@ use tower::retry::budget::{Budget, TpsBudget};
 /// Latency estimate of an endpoint before its first answer, when the
 /// service has no other endpoint to take an estimate from.
 const DEFAULT_RTT_US: f64 = 1000.0;
-/// How long a request waits for the first discovery answer.
-pub const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 
 /// What discovery has said about the service.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Resolution {
+pub(crate) enum Resolution {
     Pending,
     Resolved,
     NoService(String),
@@ -39,7 +37,7 @@ pub enum Resolution {
 
 /// Why no endpoint could be chosen; each says what to do.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum NoEndpoint {
+pub(crate) enum NoEndpoint {
     #[error("{0}")]
     NoService(String),
     #[error(
@@ -71,9 +69,9 @@ pub enum NoEndpoint {
 #[error(
     "service {service} has {limit} requests in flight, the most allowed (SIDELB_MAX_IN_FLIGHT); retry later or raise the limit"
 )]
-pub struct Overloaded {
-    pub service: String,
-    pub limit: usize,
+pub(crate) struct Overloaded {
+    pub(crate) service: String,
+    pub(crate) limit: usize,
 }
 
 /// The service's own counters, resolved once.
@@ -100,7 +98,7 @@ impl PoolMetrics {
     }
 }
 
-pub struct Pool {
+pub(crate) struct Pool {
     key: ServiceKey,
     /// What its endpoints share (name, metrics, change signal).
     service: Arc<ServiceContext>,
@@ -125,7 +123,7 @@ pub struct Pool {
 
 /// A request's place in the service's in-flight limit.
 #[derive(Debug)]
-pub struct Admission(Arc<Pool>);
+pub(crate) struct Admission(Arc<Pool>);
 
 impl Drop for Admission {
     fn drop(&mut self) {
@@ -144,7 +142,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// The pool of service port `key`, with no endpoints until discovery
     /// answers; `source_name` names the discovery source in messages.
-    pub fn new(
+    pub(crate) fn new(
         key: ServiceKey,
         config: Arc<ProxyConfig>,
         metrics: Arc<Metrics>,
@@ -183,76 +181,76 @@ impl Pool {
     }
 
     /// `svc.ns:port`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.service.name
     }
 
-    pub fn key(&self) -> &ServiceKey {
+    pub(crate) fn key(&self) -> &ServiceKey {
         &self.key
     }
 
-    pub fn config(&self) -> &ProxyConfig {
+    pub(crate) fn config(&self) -> &ProxyConfig {
         &self.config
     }
 
-    pub fn is_pinned(&self) -> bool {
+    pub(crate) fn is_pinned(&self) -> bool {
         self.pinned.load(Relaxed)
     }
 
     /// Whether the pool may be dropped when idle (`false`) or not.
-    pub fn set_pinned(&self, pinned: bool) {
+    pub(crate) fn set_pinned(&self, pinned: bool) {
         self.pinned.store(pinned, Relaxed);
     }
 
     /// When a request last took a place in the pool.
-    pub fn last_used_us(&self) -> u64 {
+    pub(crate) fn last_used_us(&self) -> u64 {
         self.last_used_us.load(Relaxed)
     }
 
     /// Whether the pool was dropped (idle); holders should look it up again.
-    pub fn is_shut(&self) -> bool {
+    pub(crate) fn is_shut(&self) -> bool {
         self.shut.load(Relaxed)
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
     }
 
-    pub fn resolution(&self) -> Resolution {
+    pub(crate) fn resolution(&self) -> Resolution {
         self.resolution
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn is_resolved(&self) -> bool {
+    pub(crate) fn is_resolved(&self) -> bool {
         self.resolved.load(Relaxed)
     }
 
-    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+    pub(crate) fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
         self.endpoints.load_full()
     }
 
     /// Removed endpoints still finishing requests.
-    pub fn draining(&self) -> Vec<Arc<Endpoint>> {
+    pub(crate) fn draining(&self) -> Vec<Arc<Endpoint>> {
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
         draining.retain(|w| w.upgrade().is_some_and(|ep| ep.in_flight() > 0));
         draining.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// How many of its endpoints are ejected now.
-    pub fn ejected(&self) -> usize {
+    pub(crate) fn ejected(&self) -> usize {
         self.outlier.ejected()
     }
 
     /// Returns to rotation every endpoint whose ejection is up, so a view
     /// of state shows them as they are.
-    pub fn sweep_ejections(&self) {
+    pub(crate) fn sweep_ejections(&self) {
         self.outlier.sweep(self.endpoints.load().iter(), now_us());
     }
 
     /// Takes a place in the in-flight limit, or says the service is full.
-    pub fn admit(self: &Arc<Self>) -> Result<Admission, Overloaded> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Result<Admission, Overloaded> {
         let limit = self.config.max_in_flight;
         if self
             .in_flight
@@ -273,7 +271,7 @@ impl Pool {
     /// Chooses an endpoint for a request sent by `protocol`, never
     /// `exclude`, waiting (at most `wait`) while discovery has not answered
     /// or endpoints are still connecting.
-    pub async fn pick(
+    pub(crate) async fn pick(
         &self,
         protocol: Protocol,
         exclude: Option<&Endpoint>,
@@ -321,24 +319,24 @@ impl Pool {
     }
 
     /// A completed exchange with `ep` that was not a failure.
-    pub fn record_success(&self, ep: &Endpoint) {
+    pub(crate) fn record_success(&self, ep: &Endpoint) {
         self.outlier.on_success(ep);
     }
 
     /// A connection error or an UNAVAILABLE/INTERNAL answer from `ep`.
-    pub fn record_failure(&self, ep: &Endpoint) {
+    pub(crate) fn record_failure(&self, ep: &Endpoint) {
         ep.count_failure();
         self.outlier.on_failure(ep, now_us());
     }
 
     /// How long a request took until its response head.
-    pub fn observe_duration(&self, elapsed: Duration) {
+    pub(crate) fn observe_duration(&self, elapsed: Duration) {
         self.counters.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts a request the proxy answered itself (`endpoint` empty when
     /// none was reached).
-    pub fn count_local(&self, endpoint: &str, grpc_status: Option<u16>, http_status: u16) {
+    pub(crate) fn count_local(&self, endpoint: &str, grpc_status: Option<u16>, http_status: u16) {
         request_counter(
             &self.service.metrics,
             self.name(),
@@ -384,7 +382,7 @@ impl Pool {
     }
 
     /// Applies a discovery update.
-    pub fn apply(&self, update: Update) {
+    pub(crate) fn apply(&self, update: Update) {
         self.counters.discovery_updates.inc();
         let current = self.endpoints.load_full();
         let mut by_addr: HashMap<SocketAddr, Arc<Endpoint>> =
@@ -483,7 +481,7 @@ impl Pool {
     }
 
     /// Spends one retry from the budget, if there is one left.
-    pub fn withdraw_retry(&self) -> bool {
+    pub(crate) fn withdraw_retry(&self) -> bool {
         let granted = self.budget.withdraw();
         if granted {
             self.counters.retries.inc();
@@ -494,7 +492,7 @@ impl Pool {
     }
 
     /// Stops everything: the pool is being dropped.
-    pub fn shut(&self) {
+    pub(crate) fn shut(&self) {
         self.shut.store(true, Relaxed);
         for ep in self.endpoints.load().iter() {
             ep.mark_removed();

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -42,7 +42,7 @@ type Services = BTreeMap<ServiceKey, Vec<EndpointMeta>>;
 
 /// The file source. Cheap to clone; clones share state.
 #[derive(Clone)]
-pub struct FileDiscovery {
+pub(crate) struct FileDiscovery {
     path: Arc<PathBuf>,
     default_namespace: Arc<str>,
     state: Arc<Mutex<State>>,
@@ -65,7 +65,7 @@ struct Stamp {
 
 impl FileDiscovery {
     /// Reads the file once; an unreadable or invalid file is an error.
-    pub fn load(path: &Path, default_namespace: &str) -> Result<Self, FileError> {
+    pub(crate) fn load(path: &Path, default_namespace: &str) -> Result<Self, FileError> {
         let stamp = stamp(path);
         let services = read(path, default_namespace)?;
         let (listed, _) = watch::channel(services.keys().cloned().collect());
@@ -83,7 +83,7 @@ impl FileDiscovery {
     }
 
     /// Watches the file until the returned task is aborted.
-    pub fn spawn_watch(&self) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_watch(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_INTERVAL);
@@ -97,7 +97,7 @@ impl FileDiscovery {
 
     /// Re-reads the file if it changed since the last read. Returns whether
     /// new endpoints were applied.
-    pub fn reload_if_changed(&self) -> bool {
+    pub(crate) fn reload_if_changed(&self) -> bool {
         let now = stamp(&self.path);
         {
             let state = lock(&self.state);
@@ -138,11 +138,6 @@ impl FileDiscovery {
                 false
             }
         }
-    }
-
-    /// How many times a changed file was applied.
-    pub fn updates(&self) -> u64 {
-        lock(&self.state).updates
     }
 }
 

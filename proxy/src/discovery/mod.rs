@@ -23,7 +23,7 @@ pub struct EndpointMeta {
 }
 
 impl EndpointMeta {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         EndpointMeta { addr, name: None }
     }
 }
@@ -69,14 +69,14 @@ pub trait Discover: Send + Sync + 'static {
 
 /// Sends one subscriber the diffs between successive full sets.
 #[derive(Debug)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     tx: mpsc::UnboundedSender<Update>,
     last: Option<BTreeMap<SocketAddr, EndpointMeta>>,
     missing: Option<String>,
 }
 
 impl Publisher {
-    pub fn new(tx: mpsc::UnboundedSender<Update>) -> Self {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Update>) -> Self {
         Publisher {
             tx,
             last: None,
@@ -85,19 +85,19 @@ impl Publisher {
     }
 
     /// Whether the subscriber has gone.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
 
     /// Resolves once the subscriber has gone (its receiver dropped), so a
     /// source can stop work nobody waits for without polling.
-    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
         let tx = self.tx.clone();
         async move { tx.closed().await }
     }
 
     /// Publishes the full current set, as the smallest diff from the last one.
-    pub fn publish(&mut self, endpoints: impl IntoIterator<Item = EndpointMeta>) {
+    pub(crate) fn publish(&mut self, endpoints: impl IntoIterator<Item = EndpointMeta>) {
         let next: BTreeMap<_, _> = endpoints.into_iter().map(|e| (e.addr, e)).collect();
         let update = match (&self.last, self.missing.take()) {
             (Some(last), None) => {
@@ -125,7 +125,7 @@ impl Publisher {
     }
 
     /// Publishes that the service cannot be resolved (once per reason).
-    pub fn publish_missing(&mut self, why: String) {
+    pub(crate) fn publish_missing(&mut self, why: String) {
         if self.missing.as_deref() != Some(why.as_str()) {
             let _ = self.tx.send(Update::NoService(why.clone()));
             self.missing = Some(why);

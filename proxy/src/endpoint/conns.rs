@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-pub const MAX_CONNECTIONS: usize = 8;
+pub(crate) const MAX_CONNECTIONS: usize = 8;
 
 /// Wakes requests waiting for a stream slot; costs nothing when none wait.
 #[derive(Debug, Default)]
@@ -30,17 +30,17 @@ impl Room {
 }
 
 #[derive(Debug)]
-pub struct H2Conn {
+pub(crate) struct H2Conn {
     send: SendRequest<Bytes>,
     active: AtomicUsize,
     closed: AtomicBool,
     room: Arc<Room>,
     /// Signalled when a stream finds the connection refusing new streams.
-    pub closing: Notify,
+    pub(crate) closing: Notify,
 }
 
 impl H2Conn {
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.active.load(Relaxed)
     }
 
@@ -60,11 +60,11 @@ impl H2Conn {
 
 /// A stream's claim on a connection slot; released on drop.
 #[derive(Debug)]
-pub struct StreamSlot(Arc<H2Conn>);
+pub(crate) struct StreamSlot(Arc<H2Conn>);
 
 impl StreamSlot {
     /// The connection refused new streams (GOAWAY): stop using it.
-    pub fn mark_closed(&self) {
+    pub(crate) fn mark_closed(&self) {
         if !self.0.closed.swap(true, Relaxed) {
             self.0.closing.notify_one();
         }
@@ -79,7 +79,7 @@ impl Drop for StreamSlot {
 }
 
 /// What a request can have now.
-pub enum Acquire {
+pub(crate) enum Acquire {
     Ready(SendRequest<Bytes>, StreamSlot),
     /// Every open connection is at its stream limit.
     Full,
@@ -88,11 +88,11 @@ pub enum Acquire {
 }
 
 #[derive(Debug, Default)]
-pub struct ConnSet {
+pub(crate) struct ConnSet {
     conns: Mutex<Vec<Arc<H2Conn>>>,
     room: Arc<Room>,
     /// Signalled when every connection is at its stream limit.
-    pub want_more: Notify,
+    pub(crate) want_more: Notify,
 }
 
 impl ConnSet {
@@ -101,7 +101,7 @@ impl ConnSet {
     }
 
     /// Adds a newly opened connection.
-    pub fn add(&self, send: SendRequest<Bytes>) -> Arc<H2Conn> {
+    pub(crate) fn add(&self, send: SendRequest<Bytes>) -> Arc<H2Conn> {
         let conn = Arc::new(H2Conn {
             send,
             active: AtomicUsize::new(0),
@@ -115,23 +115,19 @@ impl ConnSet {
     }
 
     /// Removes a connection; returns how many remain usable.
-    pub fn remove(&self, conn: &Arc<H2Conn>) -> usize {
+    pub(crate) fn remove(&self, conn: &Arc<H2Conn>) -> usize {
         conn.closed.store(true, Relaxed);
         let mut conns = self.lock();
         conns.retain(|c| !Arc::ptr_eq(c, conn));
         conns.iter().filter(|c| c.is_open()).count()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// A stream slot on a connection with room, if there is one.
-    pub fn try_acquire(&self) -> Acquire {
+    pub(crate) fn try_acquire(&self) -> Acquire {
         let conns = self.lock();
         if let Some(conn) = conns.iter().find(|c| c.has_room()) {
             let (send, slot) = conn.claim();
@@ -148,7 +144,7 @@ impl ConnSet {
 
     /// A slot on the least busy open connection, even a full one: h2 then
     /// holds the stream until the peer allows it.
-    pub fn acquire_least_busy(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
+    pub(crate) fn acquire_least_busy(&self) -> Option<(SendRequest<Bytes>, StreamSlot)> {
         let conns = self.lock();
         let conn = conns
             .iter()
@@ -159,7 +155,7 @@ impl ConnSet {
 
     /// A slot, waiting at most `wait` for room (a stream finishing or a new
     /// connection) when every connection is full.
-    pub async fn acquire(&self, wait: Duration) -> Option<(SendRequest<Bytes>, StreamSlot)> {
+    pub(crate) async fn acquire(&self, wait: Duration) -> Option<(SendRequest<Bytes>, StreamSlot)> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let freed = self.room.freed.notified();
@@ -185,7 +181,7 @@ impl ConnSet {
     }
 
     /// Drops every connection (the endpoint was removed and drained).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for c in self.lock().drain(..) {
             c.closed.store(true, Relaxed);
         }
@@ -300,6 +296,6 @@ mod tests {
         assert!(Arc::ptr_eq(&ready(set.try_acquire()).0, &b));
         assert_eq!(set.remove(&a), 1, "one usable left");
         set.clear();
-        assert!(set.is_empty());
+        assert_eq!(set.len(), 0);
     }
 }

@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 
 /// HTTP/2 flow-control windows towards endpoints: large enough for 4 MiB
 /// messages to stream at speed, small enough that memory stays bounded.
-pub const STREAM_WINDOW: u32 = 256 * 1024;
-pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
+pub(crate) const STREAM_WINDOW: u32 = 256 * 1024;
+pub(crate) const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -29,7 +29,7 @@ const HEALTHY_LIFETIME: Duration = Duration::from_secs(1);
 
 /// Why a connection could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("connect to {addr} timed out after {timeout:?}")]
     Timeout {
         addr: std::net::SocketAddr,
@@ -57,14 +57,14 @@ pub enum ConnectError {
 impl ConnectError {
     /// Whether the endpoint could not be reached at all (as opposed to
     /// reached but not speaking HTTP/2).
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         matches!(self, ConnectError::Timeout { .. } | ConnectError::Io { .. })
     }
 }
 
 /// Starts the driver of a new endpoint; `on_failure` hears of each
 /// connection that could not be opened (the balancer's outlier detection).
-pub fn spawn<F>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>, on_failure: F)
+pub(crate) fn spawn<F>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>, on_failure: F)
 where
     F: Fn(&Endpoint) + Send + 'static,
 {
@@ -131,7 +131,7 @@ async fn drive<F: Fn(&Endpoint)>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfi
 }
 
 /// Exponential backoff with equal jitter: half fixed, half random.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16));
     let cap = exp.min(BACKOFF_MAX);
     let half = cap / 2;

@@ -18,20 +18,20 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// How quickly old observations fade.
-pub const DECAY_US: f64 = 1_000_000.0;
+pub(crate) const DECAY_US: f64 = 1_000_000.0;
 /// Most an answer can move the estimate towards itself.
 const MAX_WEIGHT: f64 = 0.5;
 
 /// Lock-free: two atomics, updated with plain stores. Concurrent updates may
 /// lose one observation, which an estimate can afford.
 #[derive(Debug)]
-pub struct LatencyEwma {
+pub(crate) struct LatencyEwma {
     estimate_us: AtomicU64,
     stamp_us: AtomicU64,
 }
 
 impl LatencyEwma {
-    pub fn new(initial_us: f64, now_us: u64) -> Self {
+    pub(crate) fn new(initial_us: f64, now_us: u64) -> Self {
         LatencyEwma {
             estimate_us: AtomicU64::new(initial_us.to_bits()),
             stamp_us: AtomicU64::new(now_us),
@@ -44,16 +44,16 @@ impl LatencyEwma {
     }
 
     /// The estimate at `now_us`, decayed since the last observation.
-    pub fn estimate(&self, now_us: u64) -> f64 {
+    pub(crate) fn estimate(&self, now_us: u64) -> f64 {
         f64::from_bits(self.estimate_us.load(Relaxed)) * self.decay(now_us)
     }
 
     /// When the last observation was made (or the estimate created).
-    pub fn last_observed_us(&self) -> u64 {
+    pub(crate) fn last_observed_us(&self) -> u64 {
         self.stamp_us.load(Relaxed)
     }
 
-    pub fn observe(&self, rtt_us: f64, now_us: u64) {
+    pub(crate) fn observe(&self, rtt_us: f64, now_us: u64) {
         let est = f64::from_bits(self.estimate_us.load(Relaxed));
         let weight = (1.0 - self.decay(now_us)).min(MAX_WEIGHT);
         let next = est + (rtt_us - est) * weight;

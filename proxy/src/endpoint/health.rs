@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     consecutive_failures: AtomicU32,
     /// 0 while in rotation.
     ejected_until_us: AtomicU64,
@@ -23,7 +23,7 @@ pub struct Health {
 
 /// Where an endpoint stands with respect to ejection, see [`Health::check`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rotation {
+pub(crate) enum Rotation {
     In,
     Out,
     /// Its ejection was up: it is back in rotation from now on.
@@ -32,18 +32,18 @@ pub enum Rotation {
 
 /// What `/endpoints` shows of an endpoint's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HealthView {
-    pub consecutive_failures: u32,
-    pub ejections: u32,
+pub(crate) struct HealthView {
+    pub(crate) consecutive_failures: u32,
+    pub(crate) ejections: u32,
     /// Time left in the current ejection.
-    pub ejected_for_us: Option<u64>,
+    pub(crate) ejected_for_us: Option<u64>,
     /// Length of the current ejection.
-    pub ejection_us: Option<u64>,
+    pub(crate) ejection_us: Option<u64>,
 }
 
 impl Health {
     /// An exchange that was not a failure ends the run of failures.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         // Most exchanges succeed: read first to keep the cache line shared.
         if self.consecutive_failures.load(Relaxed) != 0 {
             self.consecutive_failures.store(0, Relaxed);
@@ -51,17 +51,17 @@ impl Health {
     }
 
     /// Counts a failure; returns how many happened in a row.
-    pub fn failed(&self) -> u32 {
+    pub(crate) fn failed(&self) -> u32 {
         self.consecutive_failures.fetch_add(1, Relaxed) + 1
     }
 
-    pub fn is_ejected(&self) -> bool {
+    pub(crate) fn is_ejected(&self) -> bool {
         self.ejected_until_us.load(Relaxed) != 0
     }
 
     /// How many ejections in a row precede one taken at `now`: 0 once the
     /// endpoint has been back in rotation for longer than `forgiven_after_us`.
-    pub fn prior_ejections(&self, now: u64, forgiven_after_us: u64) -> u32 {
+    pub(crate) fn prior_ejections(&self, now: u64, forgiven_after_us: u64) -> u32 {
         let last_return = self.last_return_us.load(Relaxed);
         if last_return != 0 && now.saturating_sub(last_return) > forgiven_after_us {
             return 0;
@@ -71,7 +71,7 @@ impl Health {
 
     /// Takes the endpoint out of rotation for `length_us` from `now`, as its
     /// `in_a_row`-th ejection in a row; `false` if it is out already.
-    pub fn eject(&self, now: u64, length_us: u64, in_a_row: u32) -> bool {
+    pub(crate) fn eject(&self, now: u64, length_us: u64, in_a_row: u32) -> bool {
         let until = now.saturating_add(length_us.max(1));
         if self
             .ejected_until_us
@@ -88,7 +88,7 @@ impl Health {
 
     /// Whether the endpoint is out of rotation at `now`. The one call that
     /// finds its time up returns it and answers [`Rotation::Returned`].
-    pub fn check(&self, now: u64) -> Rotation {
+    pub(crate) fn check(&self, now: u64) -> Rotation {
         let until = self.ejected_until_us.load(Relaxed);
         if until == 0 {
             return Rotation::In;
@@ -110,15 +110,15 @@ impl Health {
 
     /// Ends any ejection at once (the endpoint left its service); returns
     /// whether it was out.
-    pub fn clear(&self) -> bool {
+    pub(crate) fn clear(&self) -> bool {
         self.ejected_until_us.swap(0, Relaxed) != 0
     }
 
-    pub fn consecutive_failures(&self) -> u32 {
+    pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Relaxed)
     }
 
-    pub fn view(&self, now: u64) -> HealthView {
+    pub(crate) fn view(&self, now: u64) -> HealthView {
         let until = self.ejected_until_us.load(Relaxed);
         let out = until != 0;
         HealthView {

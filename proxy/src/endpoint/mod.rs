@@ -5,10 +5,10 @@
 //! been removed *and* its last in-flight stream has finished; meanwhile a
 //! driver task keeps its connection open (see [`driver`]).
 
-pub mod conns;
-pub mod driver;
-pub mod ewma;
-pub mod health;
+pub(crate) mod conns;
+pub(crate) mod driver;
+pub(crate) mod ewma;
+pub(crate) mod health;
 
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
 use crate::time::now_us;
@@ -37,7 +37,7 @@ pub enum ConnState {
 }
 
 impl ConnState {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ConnState::Connecting => "connecting",
             ConnState::Ready => "ready",
@@ -59,7 +59,7 @@ pub struct ServiceContext {
 }
 
 pub struct Endpoint {
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     service: Arc<ServiceContext>,
     name: Mutex<Option<String>>,
     conns: ConnSet,
@@ -123,24 +123,24 @@ impl Endpoint {
     }
 
     /// The service's display name, `svc.ns:port`.
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.service.name
     }
 
     /// When this endpoint's slow start began (0: it takes a full share).
-    pub fn slow_start_from_us(&self) -> u64 {
+    pub(crate) fn slow_start_from_us(&self) -> u64 {
         self.slow_start_from_us
     }
 
-    pub fn name(&self) -> Option<String> {
+    pub(crate) fn name(&self) -> Option<String> {
         self.name.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn set_name(&self, name: Option<String>) {
+    pub(crate) fn set_name(&self, name: Option<String>) {
         *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name;
     }
 
-    pub fn state(&self) -> ConnState {
+    pub(crate) fn state(&self) -> ConnState {
         match self.state.load(Relaxed) {
             1 => ConnState::Ready,
             2 => ConnState::Down,
@@ -159,65 +159,65 @@ impl Endpoint {
         }
     }
 
-    pub fn last_error(&self) -> Option<String> {
+    pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.state.load(Relaxed) == ConnState::Ready as u8
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
     }
 
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Relaxed)
     }
 
-    pub fn failures(&self) -> u64 {
+    pub(crate) fn failures(&self) -> u64 {
         self.failures.load(Relaxed)
     }
 
-    pub fn is_removed(&self) -> bool {
+    pub(crate) fn is_removed(&self) -> bool {
         self.removed.load(Relaxed)
     }
 
-    pub fn is_ejected(&self) -> bool {
+    pub(crate) fn is_ejected(&self) -> bool {
         self.health.is_ejected()
     }
 
     /// Its record of failures and ejections, which the balancer's outlier
     /// detection reads and updates.
-    pub fn health(&self) -> &Health {
+    pub(crate) fn health(&self) -> &Health {
         &self.health
     }
 
-    pub fn health_view(&self, now: u64) -> HealthView {
+    pub(crate) fn health_view(&self, now: u64) -> HealthView {
         self.health.view(now)
     }
 
     /// The latency estimate at `now`, in µs.
-    pub fn latency_estimate(&self, now: u64) -> f64 {
+    pub(crate) fn latency_estimate(&self, now: u64) -> f64 {
         self.ewma.estimate(now)
     }
 
     /// An answer's latency (µs), arrived at `now`.
-    pub fn observe_latency(&self, rtt_us: f64, now: u64) {
+    pub(crate) fn observe_latency(&self, rtt_us: f64, now: u64) {
         self.ewma.observe(rtt_us, now);
     }
 
     /// How many HTTP/2 connections it has open.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.conns.len()
     }
 
     /// A stream on one of its connections, waiting at most `wait` for room
     /// when every connection is full (see [`ConnSet::acquire`]).
-    pub async fn open_stream(
+    pub(crate) async fn open_stream(
         &self,
         wait: Duration,
     ) -> Option<(h2::client::SendRequest<Bytes>, StreamSlot)> {
@@ -225,13 +225,13 @@ impl Endpoint {
     }
 
     /// Marks the endpoint removed from discovery; it closes once idle.
-    pub fn mark_removed(&self) {
+    pub(crate) fn mark_removed(&self) {
         self.removed.store(true, Relaxed);
         self.close_if_drained();
     }
 
     /// Closes the connections of a removed endpoint with nothing in flight.
-    pub fn close_if_drained(&self) {
+    pub(crate) fn close_if_drained(&self) {
         if self.is_removed() && self.in_flight() == 0 {
             if let Some(driver) = self.driver.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 driver.abort();
@@ -240,12 +240,12 @@ impl Endpoint {
         }
     }
 
-    pub fn set_driver(&self, handle: tokio::task::AbortHandle) {
+    pub(crate) fn set_driver(&self, handle: tokio::task::AbortHandle) {
         *self.driver.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     }
 
     /// Counts a request against this endpoint until the guard drops.
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
         self.requests.fetch_add(1, Relaxed);
         InFlight(self.clone())
@@ -254,7 +254,7 @@ impl Endpoint {
     /// Marks a request sent to the endpoint as waiting for its response
     /// head, until the guard drops (the head arrived, or the request ended
     /// without one).
-    pub fn await_answer(self: &Arc<Self>) -> Awaiting {
+    pub(crate) fn await_answer(self: &Arc<Self>) -> Awaiting {
         if self.awaiting.fetch_add(1, Relaxed) == 0 {
             self.awaiting_since_us.store(now_us(), Relaxed);
         }
@@ -268,7 +268,7 @@ impl Endpoint {
     /// A stuck endpoint (a stopped process, a black-holed network) never
     /// answers, so its latency estimate learns nothing and only decays; this
     /// is what tells it apart, and what the balancer weighs it by instead.
-    pub fn stalled_us(&self, now_us: u64) -> u64 {
+    pub(crate) fn stalled_us(&self, now_us: u64) -> u64 {
         if self.awaiting.load(Relaxed) == 0 {
             return 0;
         }
@@ -281,12 +281,12 @@ impl Endpoint {
 
     /// Counts a connection error or an UNAVAILABLE/INTERNAL answer (whether
     /// it ejects the endpoint is the balancer's decision).
-    pub fn count_failure(&self) {
+    pub(crate) fn count_failure(&self) {
         self.failures.fetch_add(1, Relaxed);
     }
 
     /// Counts a connection that could not be opened.
-    pub fn count_connect_failure(&self) {
+    pub(crate) fn count_connect_failure(&self) {
         self.service
             .metrics
             .connect_failures
@@ -296,11 +296,11 @@ impl Endpoint {
     }
 
     /// Counts a finished request by its statuses.
-    pub fn count_status(&self, grpc_status: Option<u16>, http_status: u16) {
+    pub(crate) fn count_status(&self, grpc_status: Option<u16>, http_status: u16) {
         self.metrics.count(grpc_status, http_status);
     }
 
-    pub fn metric_labels(&self) -> EndpointLabels {
+    pub(crate) fn metric_labels(&self) -> EndpointLabels {
         EndpointLabels {
             service: self.service.name.to_string(),
             endpoint: self.addr.to_string(),
@@ -310,13 +310,7 @@ impl Endpoint {
 
 /// An in-flight request on an endpoint.
 #[derive(Debug)]
-pub struct InFlight(Arc<Endpoint>);
-
-impl InFlight {
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.0
-    }
-}
+pub(crate) struct InFlight(Arc<Endpoint>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -328,7 +322,7 @@ impl Drop for InFlight {
 
 /// A request waiting for its response head, see [`Endpoint::await_answer`].
 #[derive(Debug)]
-pub struct Awaiting(Arc<Endpoint>);
+pub(crate) struct Awaiting(Arc<Endpoint>);
 
 impl Drop for Awaiting {
     fn drop(&mut self) {
@@ -394,7 +388,7 @@ impl Drop for EndpointMetrics {
 }
 
 /// The request counter for one label set.
-pub fn request_counter(
+pub(crate) fn request_counter(
     metrics: &Metrics,
     service: &str,
     endpoint: &str,

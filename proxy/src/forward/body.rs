@@ -11,25 +11,25 @@
 //! be sent again to another endpoint, whole.
 
 use bytes::{Bytes, BytesMut};
-use h2::{Reason, RecvStream, SendStream};
+use h2::{RecvStream, SendStream};
 use http::HeaderMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::Poll;
 
 /// Largest request body kept for a retry.
-pub const REPLAY_LIMIT: usize = 64 * 1024;
+pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// Chunks already received are joined up to this size (one default-size
 /// HTTP/2 frame).
 const COALESCE_LIMIT: usize = 16 * 1024;
 
 #[derive(Debug)]
-pub enum PumpError {
+pub(crate) enum PumpError {
     /// Reading the source failed (the sender reset or the connection broke).
     Recv(h2::Error),
     /// The destination stream failed or was reset by its peer.
-    Send(h2::Error),
+    Send,
 }
 
 /// Waits until `tx` has flushed what it buffered and can take more.
@@ -43,12 +43,12 @@ async fn send_chunk(tx: &mut SendStream<Bytes>, chunk: Bytes, eos: bool) -> Resu
         while tx.capacity() == 0 {
             match poll_fn(|cx| tx.poll_capacity(cx)).await {
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(PumpError::Send(e)),
-                None => return Err(PumpError::Send(Reason::CANCEL.into())),
+                Some(Err(_)) => return Err(PumpError::Send),
+                None => return Err(PumpError::Send),
             }
         }
     }
-    tx.send_data(chunk, eos).map_err(PumpError::Send)
+    tx.send_data(chunk, eos).map_err(|_| PumpError::Send)
 }
 
 /// Reads the next chunk of `rx`, or notices that `tx`'s peer reset it.
@@ -66,9 +66,7 @@ async fn next_chunk(
         Poll::Ready(None) => Poll::Ready(Ok(None)),
         // Only while waiting does the other side's reset need watching.
         Poll::Pending => match tx.poll_reset(cx) {
-            Poll::Ready(r) => {
-                Poll::Ready(Err(PumpError::Send(r.map_or_else(|e| e, h2::Error::from))))
-            }
+            Poll::Ready(_) => Poll::Ready(Err(PumpError::Send)),
             Poll::Pending => Poll::Pending,
         },
     })
@@ -110,7 +108,7 @@ async fn trailers(rx: &mut RecvStream) -> Result<Option<HeaderMap>, PumpError> {
 }
 
 /// Copies a response body and its trailers; returns the trailers' grpc-status.
-pub async fn pump_response(
+pub(crate) async fn pump_response(
     rx: &mut RecvStream,
     tx: &mut SendStream<Bytes>,
 ) -> Result<Option<u16>, PumpError> {
@@ -124,18 +122,19 @@ pub async fn pump_response(
     match trailers(rx).await? {
         Some(t) => {
             let status = super::grpc::status_of(&t);
-            tx.send_trailers(t).map_err(PumpError::Send)?;
+            tx.send_trailers(t).map_err(|_| PumpError::Send)?;
             Ok(status)
         }
         None => {
-            tx.send_data(Bytes::new(), true).map_err(PumpError::Send)?;
+            tx.send_data(Bytes::new(), true)
+                .map_err(|_| PumpError::Send)?;
             Ok(None)
         }
     }
 }
 
 /// A request body that can be sent again from the start.
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     rx: RecvStream,
     replay: Vec<Bytes>,
     replay_len: usize,
@@ -146,7 +145,7 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    pub fn new(rx: RecvStream) -> Self {
+    pub(crate) fn new(rx: RecvStream) -> Self {
         let done = rx.is_end_stream();
         RequestBody {
             rx,
@@ -160,18 +159,18 @@ impl RequestBody {
     }
 
     /// Whether the request has no body at all (END_STREAM on its headers).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.data_done && self.trailers_done && self.replay.is_empty() && self.trailers.is_none()
     }
 
     /// Whether everything sent so far is kept, so the body can be sent again.
-    pub fn is_replayable(&self) -> bool {
+    pub(crate) fn is_replayable(&self) -> bool {
         self.replayable
     }
 
     /// Sends the whole body on `tx`: what earlier attempts read, then the rest.
     /// Stops keeping a copy once `keep` is false (the response has begun).
-    pub async fn pump(
+    pub(crate) async fn pump(
         &mut self,
         tx: &mut SendStream<Bytes>,
         keep: &AtomicBool,
@@ -228,6 +227,6 @@ impl RequestBody {
             Some(t) => tx.send_trailers(t.clone()),
             None => tx.send_data(Bytes::new(), true),
         }
-        .map_err(PumpError::Send)
+        .map_err(|_| PumpError::Send)
     }
 }

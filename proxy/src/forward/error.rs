@@ -5,7 +5,7 @@ use http::StatusCode;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("{0}")]
     UnknownAuthority(String),
     #[error(transparent)]
@@ -28,8 +28,6 @@ pub enum ProxyError {
         endpoint: String,
         why: String,
     },
-    #[error("proxy is shutting down; retry on another connection")]
-    ShuttingDown,
     #[error(
         "the request's headers take {size} bytes, over the proxy's limit of {limit} (names, values and 32 bytes per field, as HTTP/2 counts them); send less metadata"
     )]
@@ -40,14 +38,14 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    pub fn grpc_status(&self) -> u16 {
+    pub(crate) fn grpc_status(&self) -> u16 {
         match self {
             ProxyError::DeadlineExceeded { .. } => super::grpc::DEADLINE_EXCEEDED,
             _ => super::grpc::UNAVAILABLE,
         }
     }
 
-    pub fn http_status(&self) -> StatusCode {
+    pub(crate) fn http_status(&self) -> StatusCode {
         match self {
             ProxyError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,

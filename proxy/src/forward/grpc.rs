@@ -8,15 +8,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use std::time::Duration;
 
 /// Header names looked up on every call, parsed once.
-pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-pub static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+pub(crate) static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub(crate) static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-pub const UNAVAILABLE: u16 = 14;
-pub const DEADLINE_EXCEEDED: u16 = 4;
-pub const INTERNAL: u16 = 13;
+pub(crate) const UNAVAILABLE: u16 = 14;
+pub(crate) const DEADLINE_EXCEEDED: u16 = 4;
+pub(crate) const INTERNAL: u16 = 13;
 
-pub fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
@@ -42,7 +42,7 @@ pub fn parse_timeout(value: &HeaderValue) -> Option<Duration> {
 }
 
 /// The `grpc-status` of trailers (or of trailers-only headers).
-pub fn status_of(headers: &HeaderMap) -> Option<u16> {
+pub(crate) fn status_of(headers: &HeaderMap) -> Option<u16> {
     headers
         .get(&GRPC_STATUS)
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
@@ -51,7 +51,7 @@ pub fn status_of(headers: &HeaderMap) -> Option<u16> {
 
 /// Percent-encodes a status message as the gRPC spec asks: everything
 /// outside printable ASCII, and `%` itself.
-pub fn encode_message(msg: &str) -> String {
+pub(crate) fn encode_message(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     for b in msg.bytes() {
         if (0x20..=0x7e).contains(&b) && b != b'%' {
@@ -71,7 +71,7 @@ fn set_status(headers: &mut HeaderMap, code: u16, message: &str) {
 }
 
 /// A trailers-only response carrying `code` and `message`.
-pub fn error_response(code: u16, message: &str) -> Response<()> {
+pub(crate) fn error_response(code: u16, message: &str) -> Response<()> {
     let mut res = Response::new(());
     let headers = res.headers_mut();
     headers.insert(
@@ -83,14 +83,14 @@ pub fn error_response(code: u16, message: &str) -> Response<()> {
 }
 
 /// Trailers ending a call whose response headers were already sent.
-pub fn error_trailers(code: u16, message: &str) -> HeaderMap {
+pub(crate) fn error_trailers(code: u16, message: &str) -> HeaderMap {
     let mut trailers = HeaderMap::new();
     set_status(&mut trailers, code, message);
     trailers
 }
 
 /// A plain-HTTP error: the status and the message as text.
-pub fn http_error(status: StatusCode, message: &str) -> Response<String> {
+pub(crate) fn http_error(status: StatusCode, message: &str) -> Response<String> {
     let mut res = Response::new(format!("{message}\n"));
     *res.status_mut() = status;
     res.headers_mut().insert(

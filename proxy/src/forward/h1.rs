@@ -20,12 +20,12 @@ use sidelb_config::ProxyConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub struct H1Client {
+pub(crate) struct H1Client {
     client: Client<HttpConnector, ChannelBody>,
 }
 
 impl H1Client {
-    pub fn new(config: &ProxyConfig) -> Self {
+    pub(crate) fn new(config: &ProxyConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -40,12 +40,12 @@ impl H1Client {
 
 /// The endpoint's response and the request's place on it, held until the
 /// response body has been passed on.
-pub struct Forwarded {
-    pub response: http::Response<Incoming>,
-    pub in_flight: InFlight,
+pub(crate) struct Forwarded {
+    pub(crate) response: http::Response<Incoming>,
+    pub(crate) in_flight: InFlight,
 }
 
-pub async fn forward(
+pub(crate) async fn forward(
     client: &H1Client,
     pool: &Arc<Pool>,
     head: &RequestHead,

@@ -54,7 +54,7 @@ struct Done {
 }
 
 /// Serves one request from the app.
-pub async fn serve(
+pub(crate) async fn serve(
     pool: Result<Arc<Pool>, ProxyError>,
     req: Request<RecvStream>,
     respond: SendResponse<Bytes>,
@@ -322,7 +322,7 @@ async fn attempt(
             tokio::select! {
                 r = &mut copy => match r {
                     Ok(status) => break status.or(head_status),
-                    Err(PumpError::Send(_)) => return Attempt::Failed(Failure::ClientGone),
+                    Err(PumpError::Send) => return Attempt::Failed(Failure::ClientGone),
                     Err(PumpError::Recv(e)) => return Attempt::Failed(upstream_failure(pool, ep, e)),
                 },
                 r = &mut pump, if !body_done => {

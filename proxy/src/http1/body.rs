@@ -24,20 +24,20 @@ pub type FrameResult = Result<Frame<Bytes>, BodyError>;
 
 /// Where the body's receiving end waits until an attempt takes it. A request
 /// whose body is still here was never started, so it can be retried.
-pub type BodySlot = Arc<Mutex<Option<mpsc::Receiver<FrameResult>>>>;
+pub(crate) type BodySlot = Arc<Mutex<Option<mpsc::Receiver<FrameResult>>>>;
 
-pub fn channel() -> (mpsc::Sender<FrameResult>, BodySlot) {
+pub(crate) fn channel() -> (mpsc::Sender<FrameResult>, BodySlot) {
     let (tx, rx) = mpsc::channel(2);
     (tx, Arc::new(Mutex::new(Some(rx))))
 }
 
 /// Whether no attempt has taken the body yet.
-pub fn untouched(slot: &BodySlot) -> bool {
+pub(crate) fn untouched(slot: &BodySlot) -> bool {
     slot.lock().map(|s| s.is_some()).unwrap_or(false)
 }
 
 /// The upstream request's body.
-pub struct ChannelBody {
+pub(crate) struct ChannelBody {
     slot: BodySlot,
     rx: Option<mpsc::Receiver<FrameResult>>,
     framing: Framing,
@@ -45,7 +45,7 @@ pub struct ChannelBody {
 }
 
 impl ChannelBody {
-    pub fn new(slot: BodySlot, framing: Framing) -> Self {
+    pub(crate) fn new(slot: BodySlot, framing: Framing) -> Self {
         ChannelBody {
             slot,
             rx: None,

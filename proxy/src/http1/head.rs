@@ -22,15 +22,15 @@ pub enum Framing {
 
 #[derive(Debug)]
 pub struct RequestHead {
-    pub method: Method,
-    pub uri: Uri,
-    pub version: Version,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
     /// Headers to forward: hop-by-hop and framing headers removed.
     pub headers: HeaderMap,
     pub framing: Framing,
-    pub keep_alive: bool,
-    pub expect_continue: bool,
-    pub authority: String,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+    pub(crate) authority: String,
 }
 
 /// Why a head is refused; each maps to a status and closes the connection.
@@ -191,7 +191,7 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead, usize)
 }
 
 /// The lower-cased tokens of every `Connection` header.
-pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -203,7 +203,7 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// Removes headers that describe one connection, not the message.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, connection_tokens: &[String]) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, connection_tokens: &[String]) {
     for name in connection_tokens {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
             headers.remove(name);

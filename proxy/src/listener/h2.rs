@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 /// send its GOAWAY.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain) {
+pub(crate) async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain) {
     let config = cx.config.clone();
     let (io, open_block) = HeaderWatch::new(io, H2_PREFACE.len());
     let head_timeout = config.header_read_timeout;
@@ -103,7 +103,7 @@ pub async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain: Drain)
 /// A request head's size as HTTP/2 counts it for SETTINGS_MAX_HEADER_LIST_SIZE
 /// (RFC 9113 §6.5.2): name and value of every field, pseudo-fields included,
 /// plus 32 bytes each.
-pub fn header_list_size<B>(req: &http::Request<B>) -> usize {
+pub(crate) fn header_list_size<B>(req: &http::Request<B>) -> usize {
     const FIELD: usize = 32;
     let uri = req.uri();
     let pseudo = [

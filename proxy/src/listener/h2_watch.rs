@@ -25,11 +25,11 @@ const END_HEADERS: u8 = 0x4;
 
 /// Since when a header block has been open (µs of [`now_us`]), 0 if none.
 #[derive(Clone, Debug, Default)]
-pub struct OpenBlock(Arc<AtomicU64>);
+pub(crate) struct OpenBlock(Arc<AtomicU64>);
 
 impl OpenBlock {
     /// How long the current header block has been open, if one is.
-    pub fn open_for_us(&self, now: u64) -> Option<u64> {
+    pub(crate) fn open_for_us(&self, now: u64) -> Option<u64> {
         match self.0.load(Relaxed) {
             0 => None,
             since => Some(now.saturating_sub(since)),
@@ -92,7 +92,7 @@ impl Frames {
 }
 
 /// A connection whose reads are followed by [`Frames`].
-pub struct HeaderWatch<T> {
+pub(crate) struct HeaderWatch<T> {
     inner: T,
     frames: Frames,
 }
@@ -100,7 +100,7 @@ pub struct HeaderWatch<T> {
 impl<T> HeaderWatch<T> {
     /// Wraps a connection whose first `preface_len` bytes are the magic
     /// string; returns it and the handle on its open header block.
-    pub fn new(inner: T, preface_len: usize) -> (Self, OpenBlock) {
+    pub(crate) fn new(inner: T, preface_len: usize) -> (Self, OpenBlock) {
         let open = OpenBlock::default();
         let frames = Frames::new(preface_len, open.clone());
         (HeaderWatch { inner, frames }, open)

@@ -8,10 +8,10 @@
 //! (RFC 9113 §3.4). A preface whose first frame is not SETTINGS is
 //! answered with GOAWAY(PROTOCOL_ERROR) and closed.
 
-pub mod h1;
-pub mod h2;
-pub mod h2_watch;
-pub mod rewind;
+pub(crate) mod h1;
+pub(crate) mod h2;
+pub(crate) mod h2_watch;
+pub(crate) mod rewind;
 
 use crate::balancer::Pool;
 use crate::drain::Drain;
@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER: usize = 9;
 /// A SETTINGS frame is a few entries of 6 bytes; a longer one is left to
 /// the HTTP/2 server to refuse.
@@ -68,18 +68,18 @@ fn h2_preface_complete(buf: &[u8]) -> bool {
 }
 
 /// What a connection task needs.
-pub struct ConnContext {
-    pub route: Route,
-    pub config: Arc<ProxyConfig>,
-    pub metrics: Arc<Metrics>,
-    pub peer: SocketAddr,
-    pub h1: Arc<H1Client>,
+pub(crate) struct ConnContext {
+    pub(crate) route: Route,
+    pub(crate) config: Arc<ProxyConfig>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) h1: Arc<H1Client>,
     /// The last authority and its pool: most connections name one service.
     cached: Option<(Bytes, Arc<Pool>)>,
 }
 
 impl ConnContext {
-    pub fn protocol_error(&self) {
+    pub(crate) fn protocol_error(&self) {
         self.metrics
             .protocol_errors
             .get_or_create(&ListenerLabels {
@@ -89,7 +89,7 @@ impl ConnContext {
     }
 
     /// The pool for a request with this authority.
-    pub fn route(&mut self, authority: &str) -> Result<Arc<Pool>, ProxyError> {
+    pub(crate) fn route(&mut self, authority: &str) -> Result<Arc<Pool>, ProxyError> {
         let router = match &self.route {
             Route::Fixed(pool) => return Ok(pool.clone()),
             Route::ByAuthority(router) => router,
@@ -105,7 +105,7 @@ impl ConnContext {
         Ok(pool)
     }
 
-    pub fn route_h2<B>(&mut self, req: &http::Request<B>) -> Result<Arc<Pool>, ProxyError> {
+    pub(crate) fn route_h2<B>(&mut self, req: &http::Request<B>) -> Result<Arc<Pool>, ProxyError> {
         let authority = match req.uri().authority() {
             Some(a) => a.as_str(),
             None => req
@@ -120,10 +120,10 @@ impl ConnContext {
 
 /// What every listener shares.
 #[derive(Clone)]
-pub struct Shared {
-    pub config: Arc<ProxyConfig>,
-    pub metrics: Arc<Metrics>,
-    pub h1: Arc<H1Client>,
+pub(crate) struct Shared {
+    pub(crate) config: Arc<ProxyConfig>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) h1: Arc<H1Client>,
 }
 
 /// How long an accept loop waits after a failed accept before it tries
@@ -146,7 +146,7 @@ pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 }
 
 /// Accepts connections until draining begins.
-pub async fn serve(listener: TcpListener, route: Route, shared: Shared, mut drain: Drain) {
+pub(crate) async fn serve(listener: TcpListener, route: Route, shared: Shared, mut drain: Drain) {
     loop {
         let (stream, peer) = tokio::select! {
             conn = accept(&listener) => conn,

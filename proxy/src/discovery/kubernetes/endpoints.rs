@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// What an endpoint's conditions allow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Usable {
+pub(crate) enum Usable {
     /// Not to be used.
     No,
     /// Only when the Service has no ready endpoint.
@@ -33,7 +33,7 @@ pub enum Usable {
 
 /// How an endpoint's conditions classify it, with the API's nil defaults:
 /// `ready` nil is ready, `serving` nil is serving, `terminating` nil is not.
-pub fn usable(endpoint: &Endpoint) -> Usable {
+pub(crate) fn usable(endpoint: &Endpoint) -> Usable {
     let conditions = endpoint.conditions.as_ref();
     let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
     let serving = conditions.and_then(|c| c.serving).unwrap_or(true);

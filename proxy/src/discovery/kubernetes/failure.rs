@@ -16,14 +16,14 @@ use kube::runtime::watcher;
 
 /// The two kinds of objects sidelb reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Watched {
+pub(crate) enum Watched {
     Services,
     EndpointSlices,
 }
 
 impl Watched {
     /// The resource as RBAC rules and API errors name it.
-    pub fn resource(self) -> &'static str {
+    pub(crate) fn resource(self) -> &'static str {
         match self {
             Watched::Services => "services",
             Watched::EndpointSlices => "endpointslices.discovery.k8s.io",
@@ -33,7 +33,7 @@ impl Watched {
 
 /// Why a list or watch failed, for people.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchFailure {
+pub(crate) enum WatchFailure {
     #[error(
         "cannot {verb} {resource} in namespace {namespace}: forbidden ({api_message}); \
          sidelb-proxy needs get, list and watch on services and endpointslices.discovery.k8s.io — \
@@ -77,7 +77,7 @@ pub enum WatchFailure {
 
 impl WatchFailure {
     /// Classifies a watcher error on `watched` in `namespace`.
-    pub fn classify(error: watcher::Error, watched: Watched, namespace: &str) -> Self {
+    pub(crate) fn classify(error: watcher::Error, watched: Watched, namespace: &str) -> Self {
         let verb = match &error {
             watcher::Error::InitialListFailed(_) | watcher::Error::NoResourceVersion => "list",
             watcher::Error::WatchStartFailed(_)
@@ -122,7 +122,7 @@ impl WatchFailure {
 
     /// Whether only a change to the cluster can fix it (so waiting for it is
     /// pointless and requests should hear about it).
-    pub fn needs_a_fix(&self) -> bool {
+    pub(crate) fn needs_a_fix(&self) -> bool {
         !matches!(self, WatchFailure::Transient { .. })
     }
 }

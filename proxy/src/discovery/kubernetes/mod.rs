@@ -23,14 +23,14 @@
 //! stop the proxy.
 
 pub mod endpoints;
-pub mod failure;
-pub mod pacing;
-pub mod ports;
-pub mod reach;
-pub mod registry;
-pub mod retry;
-pub mod state;
-pub mod watch;
+pub(crate) mod failure;
+pub(crate) mod pacing;
+pub(crate) mod ports;
+pub(crate) mod reach;
+pub(crate) mod registry;
+pub(crate) mod retry;
+pub(crate) mod state;
+pub(crate) mod watch;
 
 use super::{Discover, Publisher, UpdateRx};
 use kube::Client;
@@ -102,7 +102,7 @@ impl KubernetesDiscovery {
     /// Finds the credentials and builds the client; the API server is asked
     /// for its version in the background ([`reach`]).
     /// Must run inside the Tokio runtime the watches will run on.
-    pub async fn connect() -> Result<Self, KubernetesError> {
+    pub(crate) async fn connect() -> Result<Self, KubernetesError> {
         let config = kube::Config::infer()
             .await
             .map_err(KubernetesError::Config)?;

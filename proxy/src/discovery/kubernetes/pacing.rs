@@ -19,11 +19,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-pub const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The layer; clones share the record of watch starts.
 #[derive(Clone, Default)]
-pub struct PaceWatches {
+pub(crate) struct PaceWatches {
     starts: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
@@ -82,7 +82,7 @@ impl<S> Layer<S> for PaceWatches {
 /// (a `tower::buffer::Buffer`): a request that waits takes the instance that
 /// was made ready for it along.
 #[derive(Clone)]
-pub struct Paced<S> {
+pub(crate) struct Paced<S> {
     inner: S,
     pacing: PaceWatches,
 }

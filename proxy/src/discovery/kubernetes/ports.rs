@@ -17,7 +17,7 @@ use sidelb_config::PortRef;
 
 /// The Service port entry `wanted` refers to, or why there is none (naming the
 /// port asked for and the ports the Service has).
-pub fn service_port<'a>(
+pub(crate) fn service_port<'a>(
     service: &'a Service,
     display_name: &str,
     wanted: &PortRef,
@@ -44,7 +44,7 @@ pub fn service_port<'a>(
 }
 
 /// `50051 (grpc → 8080/TCP), 9090 (metrics)`: a Service's ports for messages.
-pub fn describe_ports(ports: &[ServicePort]) -> String {
+pub(crate) fn describe_ports(ports: &[ServicePort]) -> String {
     if ports.is_empty() {
         return "none".to_owned();
     }
@@ -79,7 +79,7 @@ pub fn describe_ports(ports: &[ServicePort]) -> String {
 /// slice's port with the same name and protocol. `None` when the slice has
 /// no such port (or a port without a number, which means "all ports" and
 /// gives nothing to dial).
-pub fn slice_port(slice: &EndpointSlice, service_port: &ServicePort) -> Option<u16> {
+pub(crate) fn slice_port(slice: &EndpointSlice, service_port: &ServicePort) -> Option<u16> {
     let name = service_port.name.as_deref().unwrap_or_default();
     let wanted_protocol = protocol(service_port.protocol.as_deref());
     slice

@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 
 /// `Ok` once the API server answered; until then why it has not.
 #[derive(Clone)]
-pub struct Reach {
+pub(crate) struct Reach {
     state: Arc<Mutex<Result<(), String>>>,
 }
 
 impl Reach {
     /// Starts asking `client`'s API server (at `url`, for messages).
-    pub fn probe(client: Client, url: &str) -> Self {
+    pub(crate) fn probe(client: Client, url: &str) -> Self {
         let reach = Reach {
             state: Arc::new(Mutex::new(Err(format!(
                 "the Kubernetes API server at {url} has not answered yet"
@@ -66,7 +66,7 @@ impl Reach {
         reach
     }
 
-    pub fn ready(&self) -> Result<(), String> {
+    pub(crate) fn ready(&self) -> Result<(), String> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

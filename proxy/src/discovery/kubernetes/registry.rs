@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::mpsc;
 
-pub struct Registry<Subscriber> {
+pub(crate) struct Registry<Subscriber> {
     watches: Mutex<HashMap<ServiceRef, Watch<Subscriber>>>,
     /// Tells a retiring task's entry from a newer one for the same Service.
     next_generation: AtomicU64,
@@ -38,7 +38,7 @@ impl<Subscriber> Default for Registry<Subscriber> {
 impl<Subscriber> Registry<Subscriber> {
     /// Hands `subscriber` to the task watching `service`, or calls `start`
     /// with the receiving end for a new task (and its generation).
-    pub fn join(
+    pub(crate) fn join(
         &self,
         service: &ServiceRef,
         subscriber: Subscriber,
@@ -70,7 +70,7 @@ impl<Subscriber> Registry<Subscriber> {
     /// Called by a task with no subscribers left: returns a subscriber that
     /// joined meanwhile (the task carries on), or removes the task's entry
     /// (the task ends).
-    pub fn retire(
+    pub(crate) fn retire(
         &self,
         service: &ServiceRef,
         generation: u64,
@@ -90,7 +90,7 @@ impl<Subscriber> Registry<Subscriber> {
     }
 
     /// The Services watched now.
-    pub fn watched(&self) -> Vec<ServiceRef> {
+    pub(crate) fn watched(&self) -> Vec<ServiceRef> {
         let mut services: Vec<_> = lock(&self.watches).keys().cloned().collect();
         services.sort();
         services

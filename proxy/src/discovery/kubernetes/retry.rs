@@ -20,14 +20,14 @@ use kube::runtime::watcher::{self, Event};
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub const FIRST_DELAY: Duration = Duration::from_millis(800);
-pub const MAX_DELAY: Duration = Duration::from_secs(30);
+pub(crate) const FIRST_DELAY: Duration = Duration::from_millis(800);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(30);
 /// Failures further apart than this (well over the longest delay) belong
 /// to different runs.
-pub const NEW_RUN_AFTER: Duration = Duration::from_secs(120);
+pub(crate) const NEW_RUN_AFTER: Duration = Duration::from_secs(120);
 
 /// What a watch did next.
-pub enum Step<K> {
+pub(crate) enum Step<K> {
     Event(Event<K>),
     /// The history expired (410 Gone); the watcher lists again at once.
     Expired,
@@ -41,7 +41,7 @@ pub enum Step<K> {
 }
 
 /// A `kube` watcher with the retry policy above.
-pub struct RetryingWatch<K> {
+pub(crate) struct RetryingWatch<K> {
     events: BoxStream<'static, watcher::Result<Event<K>>>,
     failures: u32,
     last_failure: Option<Instant>,
@@ -49,7 +49,9 @@ pub struct RetryingWatch<K> {
 }
 
 impl<K> RetryingWatch<K> {
-    pub fn new(events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static) -> Self {
+    pub(crate) fn new(
+        events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+    ) -> Self {
         RetryingWatch {
             events: events.boxed(),
             failures: 0,
@@ -60,7 +62,7 @@ impl<K> RetryingWatch<K> {
 
     /// The next step, after the delay the last failure called for. Safe to
     /// cancel (in `select!`): the delay and the watcher's state are kept.
-    pub async fn next(&mut self) -> Step<K> {
+    pub(crate) async fn next(&mut self) -> Step<K> {
         if let Some(at) = self.resume_at {
             tokio::time::sleep_until(at).await;
             self.resume_at = None;
@@ -100,7 +102,7 @@ impl<K> RetryingWatch<K> {
 }
 
 /// The wait after the `failures`-th failure in a row, `jitter` in [0, 1).
-pub fn delay(failures: u32, jitter: f64) -> Duration {
+pub(crate) fn delay(failures: u32, jitter: f64) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     let base = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
     base + base.mul_f64(jitter.clamp(0.0, 1.0) / 4.0)

@@ -22,11 +22,11 @@ use sidelb_config::PortRef;
 use std::collections::BTreeMap;
 
 /// The label the EndpointSlice controller puts on a Service's slices.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What to tell a port's subscribers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Not known yet: say nothing.
     Unknown,
     Endpoints(Vec<EndpointMeta>),
@@ -70,7 +70,7 @@ impl<T: Default> Snapshot<T> {
 
 /// One Service's object and slices.
 #[derive(Debug)]
-pub struct ServiceState {
+pub(crate) struct ServiceState {
     name: String,
     namespace: String,
     /// The Service, if it exists (a map of at most one entry, so a relist
@@ -80,7 +80,7 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
-    pub fn new(name: &str, namespace: &str) -> Self {
+    pub(crate) fn new(name: &str, namespace: &str) -> Self {
         ServiceState {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
@@ -90,12 +90,12 @@ impl ServiceState {
     }
 
     /// `greeter.default`, for messages.
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         format!("{}.{}", self.name, self.namespace)
     }
 
     /// Applies a Service watch event; returns whether the answer may have changed.
-    pub fn apply_service(&mut self, event: Event<Service>) -> bool {
+    pub(crate) fn apply_service(&mut self, event: Event<Service>) -> bool {
         let name = self.name.clone();
         apply(&mut self.service, event, |s| {
             (s.name_any() == name).then(|| {
@@ -108,7 +108,7 @@ impl ServiceState {
     }
 
     /// Applies an EndpointSlice watch event; returns whether the answer may have changed.
-    pub fn apply_slice(&mut self, event: Event<EndpointSlice>) -> bool {
+    pub(crate) fn apply_slice(&mut self, event: Event<EndpointSlice>) -> bool {
         let name = self.name.clone();
         apply(&mut self.slices, event, |s| {
             (s.labels().get(SERVICE_NAME_LABEL) == Some(&name)).then(|| {
@@ -120,7 +120,7 @@ impl ServiceState {
 
     /// Records a failure that needs a fix. Returns whether it is news (not
     /// the failure already recorded), for logging once.
-    pub fn block(&mut self, watched: Watched, why: String) -> bool {
+    pub(crate) fn block(&mut self, watched: Watched, why: String) -> bool {
         let snapshot = match watched {
             Watched::Services => &mut self.service.blocked,
             Watched::EndpointSlices => &mut self.slices.blocked,
@@ -131,12 +131,12 @@ impl ServiceState {
     }
 
     /// Whether both watches have a complete snapshot.
-    pub fn synced(&self) -> bool {
+    pub(crate) fn synced(&self) -> bool {
         self.service.synced.is_some() && self.slices.synced.is_some()
     }
 
     /// What subscribers of `port` should hear now.
-    pub fn outcome(&self, port: &PortRef) -> Outcome {
+    pub(crate) fn outcome(&self, port: &PortRef) -> Outcome {
         for snapshot_blocked in [
             (self.service.synced.is_none(), &self.service.blocked),
             (self.slices.synced.is_none(), &self.slices.blocked),
@@ -176,7 +176,7 @@ impl ServiceState {
     }
 
     /// How many slices the last snapshot has, for logs.
-    pub fn slice_count(&self) -> usize {
+    pub(crate) fn slice_count(&self) -> usize {
         self.slices.synced.as_ref().map_or(0, BTreeMap::len)
     }
 }

@@ -37,14 +37,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A pool's interest in one port of the Service.
-pub struct Subscriber {
-    pub port: PortRef,
-    pub publisher: Publisher,
+pub(crate) struct Subscriber {
+    pub(crate) port: PortRef,
+    pub(crate) publisher: Publisher,
 }
 
 /// Runs the watches of `service` for the subscribers `joining` brings (the
 /// first is already queued) until none is left.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     service: ServiceRef,
     mut joining: mpsc::UnboundedReceiver<Subscriber>,

@@ -6,7 +6,7 @@
 //! whole within the header read timeout; a connection idle between requests
 //! is closed after [`IDLE_TIMEOUT`].
 
-pub mod response;
+pub(crate) mod response;
 
 use super::ConnContext;
 use crate::drain::Drain;
@@ -22,9 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn serve(stream: TcpStream, mut buf: BytesMut, mut cx: ConnContext, mut drain: Drain) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    mut buf: BytesMut,
+    mut cx: ConnContext,
+    mut drain: Drain,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let max_head = cx.config.max_header_bytes as usize;
     let head_timeout = cx.config.header_read_timeout;

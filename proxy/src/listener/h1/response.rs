@@ -14,15 +14,15 @@ use std::io;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// How the request that is being answered shapes the response.
-pub struct Answering {
-    pub method: Method,
-    pub version: Version,
-    pub keep_alive: bool,
+pub(crate) struct Answering {
+    pub(crate) method: Method,
+    pub(crate) version: Version,
+    pub(crate) keep_alive: bool,
 }
 
 /// Why a response stopped early.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     #[error("writing to the app: {0}")]
     Io(#[from] io::Error),
     #[error("the endpoint's response body failed: {0}")]
@@ -30,7 +30,7 @@ pub enum WriteError {
 }
 
 /// Writes `res`; returns whether the connection may be kept open.
-pub async fn write<W, B>(
+pub(crate) async fn write<W, B>(
     wr: &mut W,
     res: Response<B>,
     answering: &Answering,
@@ -166,7 +166,7 @@ fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
 }
 
 /// Writes an error the proxy made: status and a text body.
-pub async fn write_error<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_error<W: AsyncWrite + Unpin>(
     wr: &mut W,
     status: StatusCode,
     message: &str,
