@@ -65,6 +65,12 @@ pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// Whether `ip` is loopback: `127.0.0.0/8`, `::1`, or an IPv4-mapped IPv6
+/// address of the former (`::ffff:127.0.0.1`).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, String> {
     let (target, local) = entry.split_once('=').ok_or("there is no `=localport`")?;
     let (host, port) = target
@@ -94,6 +100,13 @@ fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, String>
             .parse::<SocketAddr>()
             .map_err(|_| format!("`{local}` is not a local port (1-65535)"))?,
     };
+    if !is_loopback(listen.ip()) {
+        return Err(format!(
+            "listen address {listen} is not loopback: an upstream listener on another address \
+             would let anyone who reaches it call the cluster as this pod; \
+             give only the port (`=15001`) or a loopback address (`=127.0.0.1:15001`, `=[::1]:15001`)"
+        ));
+    }
     Ok(Upstream {
         service: ServiceKey::new(name, namespace, port),
         listen,
@@ -128,6 +141,29 @@ mod tests {
         assert!(overlap(addr("127.0.0.1:15001"), addr("127.0.0.1:15001")));
         assert!(!overlap(addr("127.0.0.1:15001"), addr("127.0.0.2:15001")));
         assert!(!overlap(addr("0.0.0.0:4191"), addr("0.0.0.0:4140")));
+    }
+
+    #[test]
+    fn listen_addresses_must_be_loopback() {
+        for ok in [
+            "127.0.0.1:15001",
+            "127.0.0.2:15001",
+            "[::1]:15001",
+            "[::ffff:127.0.0.1]:15001",
+        ] {
+            let ups = parse(&format!("a:1={ok}"), "default").unwrap();
+            assert_eq!(ups[0].listen, ok.parse().unwrap());
+        }
+        for bad in [
+            "0.0.0.0:15001",
+            "[::]:15001",
+            "10.0.0.5:15001",
+            "[::ffff:10.0.0.5]:15001",
+        ] {
+            let err = parse(&format!("a:1=15002,b.ns:grpc={bad}"), "default").unwrap_err();
+            assert!(err.contains(&format!("entry `b.ns:grpc={bad}`")), "{err}");
+            assert!(err.contains("not loopback"), "{err}");
+        }
     }
 
     #[test]

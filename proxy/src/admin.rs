@@ -104,7 +104,7 @@ pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 /// Whether `peer` may use `path`: the public paths answer everyone, the
 /// rest only loopback clients (an IPv4-mapped IPv6 loopback included).
 pub(crate) fn allowed(path: &str, peer: SocketAddr) -> bool {
-    names::ADMIN_PUBLIC_PATHS.contains(&path) || peer.ip().to_canonical().is_loopback()
+    names::ADMIN_PUBLIC_PATHS.contains(&path) || sidelb_config::upstreams::is_loopback(peer.ip())
 }
 
 fn text(
