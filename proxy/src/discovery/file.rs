@@ -232,7 +232,10 @@ pub fn parse(
     if text.trim().is_empty() {
         return Err(format!("the file is empty; {SHAPE}"));
     }
-    let doc: Document = serde_yaml::from_str(text).map_err(|e| format!("{e}; {SHAPE}"))?;
+    // One line per error for the log: the position, not a drawing of the text.
+    let options = serde_saphyr::options! { with_snippet: false };
+    let doc: Document =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| format!("{e}; {SHAPE}"))?;
     let mut out = BTreeMap::new();
     for (i, entry) in doc.services.unwrap_or_default().into_iter().enumerate() {
         let at = format!("services[{i}] ({})", entry.name);

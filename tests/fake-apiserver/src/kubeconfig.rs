@@ -25,7 +25,7 @@ pub fn render(server_url: &str, ca_pem: Option<&str>, token: Option<&str>) -> St
         "current-context": "sidelb-fake",
         "preferences": {}
     });
-    serde_yaml::to_string(&config).unwrap_or_default()
+    serde_saphyr::to_string(&config).unwrap_or_default()
 }
 
 pub fn write(

@@ -213,7 +213,7 @@ fn strip_directives(value: &Value) -> Value {
 
 /// Parses a server-side apply body (YAML or JSON).
 pub fn parse_apply_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_yaml::from_slice::<Value>(body)
+    serde_saphyr::from_slice::<Value>(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
 

@@ -44,7 +44,7 @@ pub fn json_as(code: StatusCode, value: &Value, content_type: &str) -> Response<
 pub fn encoded(code: StatusCode, value: &Value, output: Output) -> Response<Body> {
     match output {
         Output::Yaml => {
-            let text = serde_yaml::to_string(value).unwrap_or_default();
+            let text = serde_saphyr::to_string(value).unwrap_or_default();
             with_type(code, "application/yaml", full(text))
         }
         _ => json(code, value),

@@ -96,7 +96,7 @@ impl EndpointsFile {
 
     /// Replaces the file's content with `services`, atomically.
     pub fn write(&self, services: &[ServiceEndpoints]) -> Result<()> {
-        self.write_raw(&serde_yaml::to_string(&Document { services })?)
+        self.write_raw(&serde_saphyr::to_string(&Document { services })?)
     }
 
     /// Replaces the file's content with `text` as it is (e.g. a malformed
@@ -128,13 +128,13 @@ mod tests {
         echo.endpoints.push(b.to_string());
         file.write(&[echo]).expect("rewritten");
         let text = std::fs::read_to_string(file.path()).expect("readable");
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+        let doc: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
         let service = &doc["services"][0];
         assert_eq!(service["name"].as_str(), Some("echo"));
         assert_eq!(service["namespace"].as_str(), Some("default"));
         assert_eq!(service["port"].as_u64(), Some(50051));
         let endpoints: Vec<&str> = service["endpoints"]
-            .as_sequence()
+            .as_array()
             .expect("list")
             .iter()
             .filter_map(|e| e.as_str())

@@ -102,7 +102,7 @@ pub fn decode_body(body: &[u8], headers: &HeaderMap) -> Result<Value, ApiError> 
     let value: Value = match essence {
         "application/json" | "*/*" | "" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?,
-        "application/yaml" => serde_yaml::from_slice(body)
+        "application/yaml" => serde_saphyr::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
         protobuf::CONTENT_TYPE => protobuf::decode(body)?,
         _ => {
