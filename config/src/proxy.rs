@@ -1,8 +1,8 @@
 //! The proxy's configuration, parsed and validated from settings.
 
-use crate::settings::{self as s, SETTINGS, Setting};
+use crate::settings::{self as s, SETTINGS, Setting, SettingError};
 use crate::upstreams::{self, Upstream};
-use crate::value;
+use crate::value::{self, ValueError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,10 +45,22 @@ pub enum LogFormat {
     Json,
 }
 
-/// A setting whose value is not accepted.
+/// A configuration the proxy cannot start with.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// One setting's value is not accepted.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    #[error(
+        "{} {outbound} and {} {admin} take the same port; give them different ports",
+        s::OUTBOUND_ADDR,
+        s::ADMIN_ADDR
+    )]
+    SamePort {
+        outbound: SocketAddr,
+        admin: SocketAddr,
+    },
+}
 
 /// Everything the proxy needs to start.
 #[derive(Clone, Debug)]
@@ -94,7 +106,7 @@ impl ProxyConfig {
             match lookup(env) {
                 Some(v) => {
                     let v = v.trim().to_owned();
-                    setting.check(env, &v).map_err(ConfigError)?;
+                    setting.check(env, &v)?;
                     Ok(v)
                 }
                 None => Ok(setting.default.to_owned()),
@@ -115,7 +127,7 @@ impl ProxyConfig {
         let discovery = match value::discovery(&get(s::DISCOVERY)?) {
             Ok(None) => Discovery::Kubernetes,
             Ok(Some(path)) => Discovery::File(PathBuf::from(path)),
-            Err(e) => return Err(ConfigError(format!("{}: {e}", s::DISCOVERY))),
+            Err(e) => return at(s::DISCOVERY, Err(e)),
         };
         let balancer = match get(s::BALANCER)?.as_str() {
             "round-robin" => Balancer::RoundRobin,
@@ -163,13 +175,10 @@ impl ProxyConfig {
             upstreams::check_listeners(&config.upstreams, config.outbound_addr, config.admin_addr),
         )?;
         if upstreams::overlap(config.outbound_addr, config.admin_addr) {
-            return Err(ConfigError(format!(
-                "{} {} and {} {} take the same port; give them different ports",
-                s::OUTBOUND_ADDR,
-                config.outbound_addr,
-                s::ADMIN_ADDR,
-                config.admin_addr
-            )));
+            return Err(ConfigError::SamePort {
+                outbound: config.outbound_addr,
+                admin: config.admin_addr,
+            });
         }
         Ok(config)
     }
@@ -185,8 +194,13 @@ impl ProxyConfig {
     }
 }
 
-fn at<T>(env: &str, r: Result<T, String>) -> Result<T, ConfigError> {
-    r.map_err(|e| ConfigError(format!("{env}: {e}")))
+fn at<T, E: Into<ValueError>>(env: &str, r: Result<T, E>) -> Result<T, ConfigError> {
+    r.map_err(|e| {
+        ConfigError::Setting(SettingError {
+            origin: env.to_owned(),
+            why: e.into(),
+        })
+    })
 }
 
 #[cfg(test)]
@@ -241,15 +255,21 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        let err = parse(&[("SIDELB_UPSTREAMS", "greeter")]).unwrap_err().0;
+        let err = parse(&[("SIDELB_UPSTREAMS", "greeter")])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("SIDELB_UPSTREAMS: "), "{err}");
-        let err = parse(&[("SIDELB_BALANCER", "random")]).unwrap_err().0;
+        let err = parse(&[("SIDELB_BALANCER", "random")])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("SIDELB_BALANCER: "), "{err}");
-        let err = parse(&[("SIDELB_UPSTREAMS", "a:1=4140")]).unwrap_err().0;
+        let err = parse(&[("SIDELB_UPSTREAMS", "a:1=4140")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("outbound or admin"), "{err}");
         let err = parse(&[("SIDELB_HEADER_READ_TIMEOUT", "1ns")])
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(
             err.starts_with("SIDELB_HEADER_READ_TIMEOUT: `1ns`") && err.contains("from 1ms to 24h"),
             "{err}"
@@ -263,7 +283,7 @@ mod tests {
             ("SIDELB_UPSTREAMS", "a:1=4191"),
         ])
         .unwrap_err()
-        .0;
+        .to_string();
         assert!(
             err.contains("`a.default:1`") && err.contains("outbound or admin"),
             "{err}"
@@ -273,7 +293,7 @@ mod tests {
             ("SIDELB_OUTBOUND_ADDR", "127.0.0.1:4140"),
         ])
         .unwrap_err()
-        .0;
+        .to_string();
         assert!(err.contains("take the same port"), "{err}");
         assert!(
             parse(&[

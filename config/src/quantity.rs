@@ -4,18 +4,12 @@
 /// Checks a quantity's syntax: a signed decimal number with an optional
 /// binary-SI (`Ki`…`Ei`), decimal-SI (`n`, `u`, `m`, `k`, `M`…`E`) or
 /// exponent (`e3`, `E-2`) suffix. Resources must not be negative.
-pub fn check(value: &str) -> Result<(), String> {
-    let bad = || {
-        format!(
-            "`{value}` is not a Kubernetes quantity; use e.g. `100m` or `0.5` for CPU and `64Mi` or `128M` for memory"
-        )
-    };
+pub fn check(value: &str) -> Result<(), QuantityError> {
+    let bad = || QuantityError::Syntax(value.to_owned());
     let v = value.trim();
     let v = v.strip_prefix('+').unwrap_or(v);
     if v.starts_with('-') {
-        return Err(format!(
-            "`{value}` is negative; resources must be zero or more"
-        ));
+        return Err(QuantityError::Negative(value.to_owned()));
     }
     let number_len = v
         .bytes()
@@ -50,7 +44,7 @@ pub fn check(value: &str) -> Result<(), String> {
 
 /// A quantity's value as a number (`64Mi` → 67108864.0, `100m` → 0.1), to
 /// compare a request with its limit. Checks the syntax first.
-pub fn value(quantity: &str) -> Result<f64, String> {
+pub fn value(quantity: &str) -> Result<f64, QuantityError> {
     check(quantity)?;
     let v = quantity.trim();
     let v = v.strip_prefix('+').unwrap_or(v);
@@ -61,7 +55,7 @@ pub fn value(quantity: &str) -> Result<f64, String> {
     let (number, suffix) = v.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("`{quantity}` is not a number"))?;
+        .map_err(|_| QuantityError::Syntax(quantity.to_owned()))?;
     let scale = match suffix {
         "" => 1.0,
         "Ki" => 1024f64,
@@ -82,11 +76,22 @@ pub fn value(quantity: &str) -> Result<f64, String> {
         exponent => {
             let power: i32 = exponent[1..]
                 .parse()
-                .map_err(|_| format!("`{quantity}` has a bad exponent"))?;
+                .map_err(|_| QuantityError::Syntax(quantity.to_owned()))?;
             10f64.powi(power)
         }
     };
     Ok(number * scale)
+}
+
+/// A resource quantity Kubernetes would not accept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuantityError {
+    #[error(
+        "`{0}` is not a Kubernetes quantity; use e.g. `100m` or `0.5` for CPU and `64Mi` or `128M` for memory"
+    )]
+    Syntax(String),
+    #[error("`{0}` is negative; resources must be zero or more")]
+    Negative(String),
 }
 
 #[cfg(test)]

@@ -12,26 +12,39 @@ pub enum PortRef {
 impl PortRef {
     /// Parses a port the way a Service spells it: a number 1-65535, or a
     /// DNS-1123 label of at most 15 characters.
-    pub fn parse(s: &str) -> Result<PortRef, String> {
+    pub fn parse(s: &str) -> Result<PortRef, PortError> {
         if s.is_empty() {
-            return Err("the port is empty".into());
+            return Err(PortError::Empty);
         }
         if s.bytes().all(|b| b.is_ascii_digit()) {
             return match s.parse::<u16>() {
-                Ok(0) | Err(_) => Err(format!("port `{s}` is not in 1-65535")),
+                Ok(0) | Err(_) => Err(PortError::OutOfRange(s.to_owned())),
                 Ok(n) => Ok(PortRef::Number(n)),
             };
         }
         if s.len() > 15 {
-            return Err(format!("port name `{s}` is longer than 15 characters"));
+            return Err(PortError::NameTooLong(s.to_owned()));
         }
         if !is_dns_label(s) {
-            return Err(format!(
-                "port name `{s}` must be lower-case letters, digits and '-', starting and ending with a letter or digit"
-            ));
+            return Err(PortError::BadName(s.to_owned()));
         }
         Ok(PortRef::Name(s.to_owned()))
     }
+}
+
+/// A port that is neither a number 1-65535 nor a valid port name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("the port is empty")]
+    Empty,
+    #[error("port `{0}` is not in 1-65535")]
+    OutOfRange(String),
+    #[error("port name `{0}` is longer than 15 characters")]
+    NameTooLong(String),
+    #[error(
+        "port name `{0}` must be lower-case letters, digits and '-', starting and ending with a letter or digit"
+    )]
+    BadName(String),
 }
 
 impl fmt::Display for PortRef {

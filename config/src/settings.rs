@@ -5,7 +5,7 @@
 //! injector validates annotations with it, and the README's table is checked
 //! against it by a test.
 
-use crate::value::Kind;
+use crate::value::{Kind, ValueError};
 
 /// One proxy setting.
 #[derive(Debug)]
@@ -37,10 +37,11 @@ impl Setting {
     }
 
     /// Checks a value, with an error that names where it came from.
-    pub fn check(&self, source: &str, value: &str) -> Result<(), String> {
-        self.kind
-            .check(value)
-            .map_err(|why| format!("{source}: {why}"))
+    pub fn check(&self, origin: &str, value: &str) -> Result<(), SettingError> {
+        self.kind.check(value).map_err(|why| SettingError {
+            origin: origin.to_owned(),
+            why,
+        })
     }
 
     pub fn by_env(env: &str) -> Option<&'static Setting> {
@@ -50,6 +51,15 @@ impl Setting {
     pub fn by_annotation(annotation: &str) -> Option<&'static Setting> {
         SETTINGS.iter().find(|s| s.annotation == Some(annotation))
     }
+}
+
+/// A setting's value that is not accepted, and where it came from (a
+/// variable, a flag or an annotation).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {why}")]
+pub struct SettingError {
+    pub origin: String,
+    pub why: ValueError,
 }
 
 /// The long flag of an environment variable, for the proxy and the injector
@@ -339,7 +349,10 @@ mod tests {
     #[test]
     fn errors_name_the_source() {
         let b = Setting::by_env(BALANCER).unwrap();
-        let err = b.check("sidelb.io/balancer", "random").unwrap_err();
+        let err = b
+            .check("sidelb.io/balancer", "random")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("sidelb.io/balancer: `random`"), "{err}");
         assert!(err.contains("round-robin"), "{err}");
     }

@@ -4,7 +4,7 @@
 //! goes to the named Service port. The same text is accepted in the
 //! `SIDELB_UPSTREAMS` variable and the `sidelb.io/upstreams` annotation.
 
-use crate::service::{PortRef, ServiceKey, is_dns_label};
+use crate::service::{PortError, PortRef, ServiceKey, is_dns_label};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// One `svc.ns:port=localport` entry.
@@ -20,17 +20,20 @@ const FORMAT: &str =
 /// Parses a comma-separated list. `default_namespace` fills in entries that
 /// name only the Service. Whitespace around entries is ignored; an empty text
 /// is an empty list.
-pub fn parse(text: &str, default_namespace: &str) -> Result<Vec<Upstream>, String> {
+pub fn parse(text: &str, default_namespace: &str) -> Result<Vec<Upstream>, UpstreamsError> {
     let mut out: Vec<Upstream> = Vec::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let upstream = parse_entry(entry, default_namespace)
-            .map_err(|why| format!("entry `{entry}`: {why}; {FORMAT}"))?;
+        let upstream =
+            parse_entry(entry, default_namespace).map_err(|why| UpstreamsError::Entry {
+                entry: entry.to_owned(),
+                why,
+            })?;
         if let Some(prev) = out.iter().find(|u| u.listen == upstream.listen) {
-            return Err(format!(
-                "entry `{entry}`: local port {} is already used by `{}`; give each upstream its own port",
-                upstream.listen.port(),
-                prev.service
-            ));
+            return Err(UpstreamsError::PortTaken {
+                entry: entry.to_owned(),
+                port: upstream.listen.port(),
+                by: prev.service.clone(),
+            });
         }
         out.push(upstream);
     }
@@ -44,19 +47,71 @@ pub fn check_listeners(
     upstreams: &[Upstream],
     outbound: SocketAddr,
     admin: SocketAddr,
-) -> Result<(), String> {
+) -> Result<(), UpstreamsError> {
     match upstreams
         .iter()
         .find(|u| overlap(u.listen, outbound) || overlap(u.listen, admin))
     {
-        Some(u) => Err(format!(
-            "local port {} of `{}` ({}) is also the outbound or admin address ({outbound}, {admin}); pick another port",
-            u.listen.port(),
-            u.service,
-            u.listen
-        )),
+        Some(u) => Err(UpstreamsError::ListenerClash {
+            upstream: Box::new(u.clone()),
+            outbound,
+            admin,
+        }),
         None => Ok(()),
     }
+}
+
+/// An upstreams list that is not accepted; each names the entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamsError {
+    #[error("entry `{entry}`: {why}; {FORMAT}")]
+    Entry { entry: String, why: EntryError },
+    #[error(
+        "entry `{entry}`: local port {port} is already used by `{by}`; give each upstream its own port"
+    )]
+    PortTaken {
+        entry: String,
+        port: u16,
+        by: ServiceKey,
+    },
+    #[error(
+        "local port {} of `{}` ({}) is also the outbound or admin address ({outbound}, {admin}); pick another port",
+        .upstream.listen.port(),
+        .upstream.service,
+        .upstream.listen
+    )]
+    ListenerClash {
+        upstream: Box<Upstream>,
+        outbound: SocketAddr,
+        admin: SocketAddr,
+    },
+}
+
+/// What is wrong with one entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("there is no `=localport`")]
+    NoLocalPort,
+    #[error("there is no `:port` after the service")]
+    NoPort,
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("`{0}` has more than two parts; name the service as `service` or `service.namespace`")]
+    TooManyParts(String),
+    #[error("`{0}` is not a valid service name")]
+    ServiceName(String),
+    #[error("`{0}` is not a valid namespace")]
+    Namespace(String),
+    #[error("local port 0 is not allowed")]
+    PortZero,
+    #[error("`{0}` is not a local port (1-65535)")]
+    LocalPort(String),
+    #[error(
+        "listen address {0} is not loopback: an upstream listener on another address \
+         would let anyone who reaches it call the cluster as this pod; \
+         give only the port (`=15001`) or a loopback address (`=127.0.0.1:15001`, `=[::1]:15001`)"
+    )]
+    NotLoopback(SocketAddr),
 }
 
 /// Whether two listen addresses would take the same port: the same address,
@@ -71,41 +126,32 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
-fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, String> {
-    let (target, local) = entry.split_once('=').ok_or("there is no `=localport`")?;
-    let (host, port) = target
-        .trim()
-        .rsplit_once(':')
-        .ok_or("there is no `:port` after the service")?;
+fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, EntryError> {
+    let (target, local) = entry.split_once('=').ok_or(EntryError::NoLocalPort)?;
+    let (host, port) = target.trim().rsplit_once(':').ok_or(EntryError::NoPort)?;
     let port = PortRef::parse(port.trim())?;
     let mut parts = host.trim().split('.');
     let name = parts.next().unwrap_or_default();
     let namespace = parts.next().unwrap_or(default_namespace);
     if parts.next().is_some() {
-        return Err(format!(
-            "`{host}` has more than two parts; name the service as `service` or `service.namespace`"
-        ));
+        return Err(EntryError::TooManyParts(host.to_owned()));
     }
     if !is_dns_label(name) {
-        return Err(format!("`{name}` is not a valid service name"));
+        return Err(EntryError::ServiceName(name.to_owned()));
     }
     if !is_dns_label(namespace) {
-        return Err(format!("`{namespace}` is not a valid namespace"));
+        return Err(EntryError::Namespace(namespace.to_owned()));
     }
     let local = local.trim();
     let listen = match local.parse::<u16>() {
-        Ok(0) => return Err("local port 0 is not allowed".into()),
+        Ok(0) => return Err(EntryError::PortZero),
         Ok(p) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p),
         Err(_) => local
             .parse::<SocketAddr>()
-            .map_err(|_| format!("`{local}` is not a local port (1-65535)"))?,
+            .map_err(|_| EntryError::LocalPort(local.to_owned()))?,
     };
     if !is_loopback(listen.ip()) {
-        return Err(format!(
-            "listen address {listen} is not loopback: an upstream listener on another address \
-             would let anyone who reaches it call the cluster as this pod; \
-             give only the port (`=15001`) or a loopback address (`=127.0.0.1:15001`, `=[::1]:15001`)"
-        ));
+        return Err(EntryError::NotLoopback(listen));
     }
     Ok(Upstream {
         service: ServiceKey::new(name, namespace, port),
@@ -125,7 +171,9 @@ mod tests {
         assert_eq!(check_listeners(&ok, outbound, admin), Ok(()));
         for port in [4140, 4191] {
             let list = parse(&format!("a:1=15001,b.ns:grpc={port}"), "default").unwrap();
-            let why = check_listeners(&list, outbound, admin).unwrap_err();
+            let why = check_listeners(&list, outbound, admin)
+                .unwrap_err()
+                .to_string();
             assert!(
                 why.contains(&format!("local port {port} of `b.ns:grpc`")),
                 "{why}"
@@ -161,6 +209,11 @@ mod tests {
             "[::ffff:10.0.0.5]:15001",
         ] {
             let err = parse(&format!("a:1=15002,b.ns:grpc={bad}"), "default").unwrap_err();
+            assert!(
+                matches!(&err, UpstreamsError::Entry { why: EntryError::NotLoopback(a), .. } if a.to_string() == bad),
+                "{err:?}"
+            );
+            let err = err.to_string();
             assert!(err.contains(&format!("entry `b.ns:grpc={bad}`")), "{err}");
             assert!(err.contains("not loopback"), "{err}");
         }
@@ -199,7 +252,7 @@ mod tests {
             "a.b.c:1=2",
             "greeter:50051=15001,orders:1=15001",
         ] {
-            let err = parse(bad, "default").unwrap_err();
+            let err = parse(bad, "default").unwrap_err().to_string();
             assert!(err.contains("entry `"), "{bad}: {err}");
         }
     }

@@ -1,8 +1,37 @@
 //! Value kinds of settings and their parsers. Each error says what was given
 //! and what is accepted.
 
+use crate::upstreams::UpstreamsError;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// A value a setting does not accept. It names the value and what is
+/// accepted, not the setting: [`crate::settings::SettingError`] adds that.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("`{given}` is not {}{}", .kind.accepted(), .detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    NotAccepted {
+        given: String,
+        kind: Kind,
+        detail: Option<String>,
+    },
+    #[error(transparent)]
+    Upstreams(Box<UpstreamsError>),
+}
+
+impl From<UpstreamsError> for ValueError {
+    fn from(e: UpstreamsError) -> Self {
+        ValueError::Upstreams(Box::new(e))
+    }
+}
+
+fn not_accepted(kind: Kind, given: &str) -> ValueError {
+    ValueError::NotAccepted {
+        given: given.to_owned(),
+        kind,
+        detail: None,
+    }
+}
 
 /// What a setting's value is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,24 +81,24 @@ impl Kind {
 
     /// Checks a value; the error names the problem, not the setting (the
     /// caller adds which variable or annotation it came from).
-    pub fn check(&self, value: &str) -> Result<(), String> {
+    pub fn check(&self, value: &str) -> Result<(), ValueError> {
         let v = value.trim();
         match self {
             Kind::SocketAddr => socket_addr(v).map(drop),
-            Kind::Upstreams => crate::upstreams::parse(v, "default").map(drop),
+            Kind::Upstreams => Ok(crate::upstreams::parse(v, "default").map(drop)?),
             Kind::Discovery => discovery(v).map(drop),
             Kind::OneOf(names) => {
                 if names.contains(&v) {
                     Ok(())
                 } else {
-                    Err(format!("`{v}` is not {}", self.accepted()))
+                    Err(not_accepted(*self, v))
                 }
             }
             Kind::DnsName => {
                 if !v.is_empty() && v.split('.').all(crate::service::is_dns_label) {
                     Ok(())
                 } else {
-                    Err(format!("`{v}` is not {}", self.accepted()))
+                    Err(not_accepted(*self, v))
                 }
             }
             Kind::LogFilter => log_filter(v),
@@ -80,31 +109,34 @@ impl Kind {
     }
 }
 
-pub fn socket_addr(v: &str) -> Result<SocketAddr, String> {
-    v.parse()
-        .map_err(|_| format!("`{v}` is not {}", Kind::SocketAddr.accepted()))
+pub fn socket_addr(v: &str) -> Result<SocketAddr, ValueError> {
+    v.parse().map_err(|_| not_accepted(Kind::SocketAddr, v))
 }
 
 /// `Some(path)` for `file:PATH`, `None` for `kubernetes`.
-pub fn discovery(v: &str) -> Result<Option<&str>, String> {
+pub fn discovery(v: &str) -> Result<Option<&str>, ValueError> {
     match v {
         "kubernetes" => Ok(None),
         _ => match v.strip_prefix("file:") {
             Some(path) if !path.is_empty() => Ok(Some(path)),
-            _ => Err(format!("`{v}` is not {}", Kind::Discovery.accepted())),
+            _ => Err(not_accepted(Kind::Discovery, v)),
         },
     }
 }
 
-pub fn duration(v: &str, allow_zero: bool) -> Result<Duration, String> {
-    let accepted = Kind::Duration { allow_zero }.accepted();
+pub fn duration(v: &str, allow_zero: bool) -> Result<Duration, ValueError> {
+    let kind = Kind::Duration { allow_zero };
     let d = if v == "0" {
         Duration::ZERO
     } else {
-        humantime::parse_duration(v).map_err(|e| format!("`{v}` is not {accepted} ({e})"))?
+        humantime::parse_duration(v).map_err(|e| ValueError::NotAccepted {
+            given: v.to_owned(),
+            kind,
+            detail: Some(e.to_string()),
+        })?
     };
     if d.is_zero() && !allow_zero || !d.is_zero() && !(DURATION_MIN..=DURATION_MAX).contains(&d) {
-        return Err(format!("`{v}` is not {accepted}"));
+        return Err(not_accepted(kind, v));
     }
     Ok(d)
 }
@@ -114,20 +146,17 @@ pub fn duration(v: &str, allow_zero: bool) -> Result<Duration, String> {
 pub const DURATION_MIN: Duration = Duration::from_millis(1);
 pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
 
-pub fn count(v: &str, min: u64, max: u64) -> Result<u64, String> {
+pub fn count(v: &str, min: u64, max: u64) -> Result<u64, ValueError> {
     match v.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "`{v}` is not {}",
-            Kind::Count { min, max }.accepted()
-        )),
+        _ => Err(not_accepted(Kind::Count { min, max }, v)),
     }
 }
 
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
-fn log_filter(v: &str) -> Result<(), String> {
-    let bad = || format!("`{v}` is not {}", Kind::LogFilter.accepted());
+fn log_filter(v: &str) -> Result<(), ValueError> {
+    let bad = || not_accepted(Kind::LogFilter, v);
     if v.is_empty() {
         return Err(bad());
     }
@@ -167,7 +196,7 @@ mod tests {
         assert_eq!(duration("1ms", false), Ok(DURATION_MIN));
         assert_eq!(duration("24h", false), Ok(DURATION_MAX));
         for out_of_range in ["1ns", "999us", "25h", "1000years"] {
-            let why = duration(out_of_range, true).unwrap_err();
+            let why = duration(out_of_range, true).unwrap_err().to_string();
             assert!(why.contains("from 1ms to 24h"), "{why}");
         }
     }

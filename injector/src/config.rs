@@ -188,25 +188,27 @@ impl InjectorConfig {
                 ConfigError::Invalid(format!("{name} (--{}) is required", flag_for(name)))
             })
         };
-        let invalid = |name: &str, why: String| ConfigError::Invalid(format!("{name}: {why}"));
+        let invalid = |name: &str, why: &dyn std::fmt::Display| {
+            ConfigError::Invalid(format!("{name}: {why}"))
+        };
 
         let addr = required(env::ADDR)?;
-        let addr = value::socket_addr(&addr).map_err(|e| invalid(env::ADDR, e))?;
+        let addr = value::socket_addr(&addr).map_err(|e| invalid(env::ADDR, &e))?;
         let reload = required(env::TLS_RELOAD_INTERVAL)?;
         let tls_reload_interval =
-            value::duration(&reload, false).map_err(|e| invalid(env::TLS_RELOAD_INTERVAL, e))?;
+            value::duration(&reload, false).map_err(|e| invalid(env::TLS_RELOAD_INTERVAL, &e))?;
         let log = required(env::LOG)?;
         Setting::by_env(settings::LOG)
             .map(|s| s.check(env::LOG, &log))
             .transpose()
-            .map_err(ConfigError::Invalid)?;
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let log_format = match required(env::LOG_FORMAT)?.as_str() {
             "plain" => LogFormat::Plain,
             "json" => LogFormat::Json,
             other => {
                 return Err(invalid(
                     env::LOG_FORMAT,
-                    format!("`{other}` is not plain or json"),
+                    &format!("`{other}` is not plain or json"),
                 ));
             }
         };
@@ -215,21 +217,21 @@ impl InjectorConfig {
         if !PULL_POLICIES.contains(&image_pull_policy.as_str()) {
             return Err(invalid(
                 env::PROXY_IMAGE_PULL_POLICY,
-                format!(
+                &format!(
                     "`{image_pull_policy}` is not one of {}",
                     PULL_POLICIES.join(", ")
                 ),
             ));
         }
         let native = required(env::NATIVE_SIDECAR)?;
-        let native_sidecar =
-            parse_bool(&native).ok_or_else(|| invalid(env::NATIVE_SIDECAR, bool_error(&native)))?;
+        let native_sidecar = parse_bool(&native)
+            .ok_or_else(|| invalid(env::NATIVE_SIDECAR, &bool_error(&native)))?;
         let quantity = |name: &str| -> Result<Option<String>, ConfigError> {
             match get(name).filter(|v| !v.is_empty()) {
                 None => Ok(None),
                 Some(v) => quantity::check(&v)
                     .map(|()| Some(v))
-                    .map_err(|e| invalid(name, e)),
+                    .map_err(|e| invalid(name, &e)),
             }
         };
         let resources = ProxyResources {
@@ -258,7 +260,7 @@ impl InjectorConfig {
             };
             if quantity::value(request).ok() > quantity::value(limit).ok() {
                 let why = format!("`{request}` is above {lim_env} `{limit}`");
-                return Err(invalid(req_env, why));
+                return Err(invalid(req_env, &why));
             }
         }
 
@@ -268,7 +270,9 @@ impl InjectorConfig {
                 continue;
             };
             if let Some(v) = get(&var) {
-                setting.check(&var, &v).map_err(ConfigError::Invalid)?;
+                setting
+                    .check(&var, &v)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
                 proxy_env.push((setting, v));
             }
         }

@@ -157,6 +157,7 @@ fn plan(
         let value = match annotation(key) {
             Some(v) => match setting
                 .check(key, &v)
+                .map_err(|e| e.to_string())
                 .and_then(|()| sidecar_can_use(setting, key, &v))
             {
                 Ok(()) => v,

@@ -27,7 +27,8 @@ fn check_config(vars: &HashMap<String, String>) {
     match outcome {
         Ok(_) => assert!(all_pass, "accepted a value its setting refuses: {vars:?}"),
         Err(e) => {
-            let named = vars.keys().any(|k| e.0.contains(k.as_str()));
+            let e = e.to_string();
+            let named = vars.keys().any(|k| e.contains(k.as_str()));
             assert!(named, "{e} names none of {vars:?}");
         }
     }
@@ -73,6 +74,8 @@ proptest! {
     fn every_setting_checks_any_value(index in 0..SETTINGS.len(), value in value()) {
         let setting = &SETTINGS[index];
         if let Err(e) = setting.check("sidelb.io/x", &value) {
+            prop_assert_eq!(e.origin.as_str(), "sidelb.io/x");
+            let e = e.to_string();
             // Names where the value came from, then says what is wrong.
             prop_assert!(e.starts_with("sidelb.io/x: "), "{}", e);
             prop_assert!(e.len() > "sidelb.io/x: ".len() + 10, "{}", e);

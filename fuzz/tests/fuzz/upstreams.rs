@@ -28,7 +28,7 @@ fn check(text: &str) {
                 }
             }
         }
-        Err(e) => assert!(e.contains("entry `"), "{text:?}: {e}"),
+        Err(e) => assert!(e.to_string().contains("entry `"), "{text:?}: {e}"),
     }
 }
 
@@ -87,7 +87,7 @@ proptest! {
             text.push_str(&format!(" {target}={local} ,"));
             wanted.push((name.clone(), ns.clone().unwrap_or_else(|| "shop".into()), port.clone(), local));
         }
-        let list = parse(&text, "shop").map_err(TestCaseError::fail)?;
+        let list = parse(&text, "shop").map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(list.len(), wanted.len());
         for (u, (name, ns, port, local)) in list.iter().zip(&wanted) {
             prop_assert_eq!(&u.service.name, name);
