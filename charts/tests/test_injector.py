@@ -50,6 +50,9 @@ class Injector:
         env["SIDELB_TLS_CERT"] = str(tmp / "tls.crt")
         env["SIDELB_TLS_KEY"] = str(tmp / "tls.key")
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+        # No API server here: the grant it makes with it is tested against the
+        # real one (tests/tests/e2e/rbac.rs).
+        env.pop("SIDELB_PROXY_ROLE_BINDING", None)
         self.proc = subprocess.Popen([str(binary)], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.stderr = []

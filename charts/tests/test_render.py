@@ -79,6 +79,7 @@ def test_defaults_install_what_the_design_lists():
     assert kinds == sorted([
         "ServiceAccount", "Service", "Deployment", "PodDisruptionBudget", "Secret",
         "MutatingWebhookConfiguration", "ClusterRole", "ClusterRoleBinding",
+        "ClusterRole", "ClusterRoleBinding",
     ])
     for doc in r.docs:
         meta = doc["metadata"]
@@ -113,7 +114,7 @@ def test_injector_deployment():
     assert anti["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     assert anti["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
     assert pod["spec"]["serviceAccountName"] == "sidelb-injector"
-    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["automountServiceAccountToken"] is True  # it keeps the proxies' binding
 
     (c,) = pod["spec"]["containers"]
     assert c["image"] == "sidelb/injector:0.1.0"
@@ -182,8 +183,6 @@ def test_overrides_reach_the_manifests():
     assert c["resources"] == OVERRIDES["injector"]["resources"]
     assert r.one("PodDisruptionBudget")["spec"]["maxUnavailable"] == "50%"
     assert r.one("Service")["metadata"]["name"] == "lb-injector"
-    binding = r.one("ClusterRoleBinding")
-    assert binding["subjects"] == OVERRIDES["rbac"]["subjects"]
 
 
 def test_optional_objects_can_be_left_out():
@@ -191,21 +190,70 @@ def test_optional_objects_can_be_left_out():
     kinds = {d["kind"] for d in r.docs}
     assert "PodDisruptionBudget" not in kinds
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    assert "SIDELB_PROXY_ROLE_BINDING" not in r.injector_env
+    assert r.deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
-def test_proxy_rbac():
+RBAC = "rbac.authorization.k8s.io"
+
+
+def rules_of(role):
+    return {(tuple(x["apiGroups"]), tuple(x["resources"]), tuple(x.get("resourceNames", ()))): sorted(x["verbs"])
+            for x in role["rules"]}
+
+
+def named(r, kind, name):
+    (doc,) = [d for d in r.all(kind) if d["metadata"]["name"] == name]
+    return doc
+
+
+def test_by_default_nothing_is_bound_cluster_wide():
     r = render()
-    role = r.one("ClusterRole")
-    rules = {(tuple(x["apiGroups"]), tuple(x["resources"])): sorted(x["verbs"]) for x in role["rules"]}
-    assert rules == {
-        (("",), ("services",)): ["get", "list", "watch"],
-        (("discovery.k8s.io",), ("endpointslices",)): ["get", "list", "watch"],
+    role = named(r, "ClusterRole", "sidelb-proxy")
+    assert rules_of(role) == {
+        (("",), ("services",), ()): ["get", "list", "watch"],
+        (("discovery.k8s.io",), ("endpointslices",), ()): ["get", "list", "watch"],
+        (("",), ("nodes",), ()): ["get"],
     }
+    # The proxies' binding has no subject until the injector adds a namespace's group.
+    binding = named(r, "ClusterRoleBinding", "sidelb-proxy")
+    assert binding["roleRef"] == {"apiGroup": RBAC, "kind": "ClusterRole", "name": "sidelb-proxy"}
+    assert "subjects" not in binding
+    for doc in r.all("ClusterRoleBinding") + r.all("RoleBinding"):
+        for subject in doc.get("subjects", []):
+            assert not subject["name"].startswith("system:serviceaccounts"), doc
+            assert subject["kind"] == "ServiceAccount", doc
+    # The injector may keep that one binding and bind that one role, nothing else.
+    injector_role = named(r, "ClusterRole", "sidelb-injector")
+    assert rules_of(injector_role) == {
+        ((RBAC,), ("clusterrolebindings",), ("sidelb-proxy",)): ["get", "update"],
+        ((RBAC,), ("clusterroles",), ("sidelb-proxy",)): ["bind"],
+    }
+    injector_binding = named(r, "ClusterRoleBinding", "sidelb-injector")
+    assert injector_binding["roleRef"]["name"] == "sidelb-injector"
+    assert injector_binding["subjects"] == [{"kind": "ServiceAccount", "name": "sidelb-injector",
+                                             "namespace": "sidelb"}]
+    # Its pod gets its token and the binding's name.
+    assert r.deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert r.injector_env["SIDELB_PROXY_ROLE_BINDING"] == "sidelb-proxy"
+
+
+def test_cluster_wide_binds_every_service_account_and_the_injector_nothing():
+    r = render({"rbac": {"clusterWide": True}})
+    assert [d["metadata"]["name"] for d in r.all("ClusterRole")] == ["sidelb-proxy"]
     binding = r.one("ClusterRoleBinding")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": role["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
-                                    "name": "system:serviceaccounts"}]
+    assert binding["roleRef"]["name"] == "sidelb-proxy"
+    assert binding["subjects"] == [{"kind": "Group", "apiGroup": RBAC, "name": "system:serviceaccounts"}]
+    assert "SIDELB_PROXY_ROLE_BINDING" not in r.injector_env
+    assert r.deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_more_subjects_get_a_binding_of_their_own():
+    r = render(OVERRIDES)
+    assert "subjects" not in named(r, "ClusterRoleBinding", "lb-proxy")
+    extra = named(r, "ClusterRoleBinding", "lb-proxy-subjects")
+    assert extra["roleRef"]["name"] == "lb-proxy"
+    assert extra["subjects"] == OVERRIDES["rbac"]["subjects"]
 
 
 def test_notes_say_what_to_do_next():

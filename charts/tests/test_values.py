@@ -30,8 +30,7 @@ def test_the_documented_defaults():
     assert v["proxy"]["logLevel"] == "info"
     assert v["webhook"]["failurePolicy"] == "Ignore"
     assert v["certManager"]["enabled"] is False
-    assert v["rbac"]["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
-                                      "name": "system:serviceaccounts"}]
+    assert v["rbac"] == {"create": True, "clusterWide": False, "subjects": []}
     for path in ("injector.image.repository", "injector.image.tag", "injector.image.pullPolicy",
                  "injector.resources", "proxy.image.repository", "proxy.image.tag", "proxy.resources",
                  "webhook.timeoutSeconds"):
@@ -55,7 +54,7 @@ def test_the_documented_defaults():
     ({"webhook": {"failurePolicy": "ignore"}}, "failurePolicy"),
     ({"webhook": {"timeoutSeconds": 60}}, "timeoutSeconds"),
     ({"certManager": {"enable": True}}, "enable"),
-    ({"rbac": {"subjects": []}}, "subjects"),
+    ({"rbac": {"clusterWide": "yes"}}, "clusterWide"),
     ({"rbac": {"subjects": [{"kind": "ServiceAccount", "name": "frontend"}]}}, "namespace"),
 ])
 def test_a_typo_or_wrong_type_fails_the_install(values, complaint):

@@ -45,12 +45,19 @@ def webhooks_called(configuration, namespace, namespace_labels, pod_labels):
     return called
 
 
+def test_without_grants_the_webhook_has_no_side_effects():
+    for values in ({"rbac": {"clusterWide": True}}, {"rbac": {"create": False}}):
+        for hook in render(values).webhook_configuration["webhooks"]:
+            assert hook["sideEffects"] == "None", values
+
+
 def test_policies():
     config = render().webhook_configuration
     assert len(config["webhooks"]) == 2
     for hook in config["webhooks"]:
         assert hook["failurePolicy"] == "Ignore"
-        assert hook["sideEffects"] == "None"
+        # The injector grants the pod's namespace the proxies' access, except on dry runs.
+        assert hook["sideEffects"] == "NoneOnDryRun"
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["reinvocationPolicy"] == "IfNeeded"
         assert hook["timeoutSeconds"] == 5

@@ -76,4 +76,8 @@ pub mod injector_env {
     pub const PROXY_MEMORY_LIMIT: &str = "SIDELB_PROXY_MEMORY_LIMIT";
     pub const LOG: &str = "SIDELB_LOG";
     pub const LOG_FORMAT: &str = "SIDELB_LOG_FORMAT";
+    /// The ClusterRoleBinding of the proxies' ClusterRole to which the
+    /// injector adds the service-account group of each namespace where it
+    /// injects a pod; empty: it manages none.
+    pub const PROXY_ROLE_BINDING: &str = "SIDELB_PROXY_ROLE_BINDING";
 }

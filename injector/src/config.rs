@@ -32,6 +32,9 @@ pub struct InjectorConfig {
     pub log: String,
     pub log_format: LogFormat,
     pub sidecar: SidecarDefaults,
+    /// The ClusterRoleBinding that grants injected namespaces the proxies'
+    /// read access ([`crate::grant`]); `None`: access is granted otherwise.
+    pub proxy_role_binding: Option<String>,
 }
 
 /// What every injected proxy gets unless its pod's annotations say otherwise.
@@ -132,6 +135,11 @@ const OPTIONS: &[Opt] = &[
         env::PROXY_MEMORY_LIMIT,
         Some("64Mi"),
         "the proxy's memory limit (empty: none)",
+    ),
+    opt(
+        env::PROXY_ROLE_BINDING,
+        Some(""),
+        "ClusterRoleBinding to add each injected namespace's service accounts to (empty: none)",
     ),
     opt(env::LOG, Some("info"), "the injector's log filter"),
     opt(
@@ -264,6 +272,11 @@ impl InjectorConfig {
             }
         }
 
+        let proxy_role_binding = get(env::PROXY_ROLE_BINDING).filter(|v| !v.is_empty());
+        if let Some(name) = &proxy_role_binding {
+            object_name(name).map_err(|e| invalid(env::PROXY_ROLE_BINDING, e))?;
+        }
+
         let mut proxy_env = Vec::new();
         for setting in SETTINGS {
             let Some(var) = setting.injector_default_env() else {
@@ -291,7 +304,28 @@ impl InjectorConfig {
                 resources,
                 proxy_env,
             },
+            proxy_role_binding,
         })
+    }
+}
+
+/// A Kubernetes object name (a DNS subdomain), as RBAC objects are named.
+fn object_name(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not an object name (lowercase letters, digits, `-` and `.`)"
+        ))
     }
 }
 
@@ -343,6 +377,18 @@ mod tests {
         assert_eq!(c.sidecar.resources.memory_limit.as_deref(), Some("64Mi"));
         assert_eq!(c.sidecar.resources.cpu_limit, None);
         assert!(c.sidecar.proxy_env.is_empty());
+        assert_eq!(c.proxy_role_binding, None);
+    }
+
+    #[test]
+    fn the_proxy_role_binding_is_an_object_name() {
+        let c = parse(&["--proxy-role-binding", "sidelb-proxy"]).unwrap();
+        assert_eq!(c.proxy_role_binding.as_deref(), Some("sidelb-proxy"));
+        for bad in ["Sidelb", "a_b", "-a", "a..b"] {
+            let flag = format!("--proxy-role-binding={bad}");
+            let err = parse(&[&flag]).unwrap_err().to_string();
+            assert!(err.starts_with("SIDELB_PROXY_ROLE_BINDING"), "{err}");
+        }
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! - [`policy`]: whether to inject and with which settings;
 //! - [`sidecar`] and [`patch`]: the container and the JSON Patch that adds it.
 //!
-//! [`tls`] keeps the serving certificate fresh, [`config`] reads flags and
+//! [`grant`] gives the namespaces of injected pods the proxy's Kubernetes read
+//! access. [`tls`] keeps the serving certificate fresh, [`config`] reads flags and
 //! environment, [`metrics`] counts outcomes. [`Injector::start`] runs all of it
 //! in the current Tokio runtime, which is how `main` and the tests use it.
 
 pub mod config;
+pub mod grant;
 pub mod metrics;
 pub mod patch;
 pub mod policy;
@@ -35,6 +37,12 @@ use tokio::task::JoinHandle;
 pub enum StartError {
     #[error("cannot load the TLS certificate: {0}")]
     Tls(#[from] TlsError),
+    #[error(
+        "{env} is set, but no Kubernetes API access was found (an in-cluster \
+         service account token or KUBECONFIG)",
+        env = sidelb_config::names::injector_env::PROXY_ROLE_BINDING
+    )]
+    Kubernetes(#[source] kube::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,7 +80,16 @@ impl Injector {
         })?;
         let reloader = tokio::spawn(reloader.run(config.tls_reload_interval, metrics.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = Arc::new(App::new(config.sidecar, metrics));
+        let grants = match config.proxy_role_binding {
+            Some(binding) => {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(StartError::Kubernetes)?;
+                Some(grant::Grants::new(client, binding))
+            }
+            None => None,
+        };
+        let app = Arc::new(App::new(config.sidecar, metrics, grants));
         let server = tokio::spawn(server::serve(listener, acceptor, app, async {
             let _ = stopped.await;
         }));

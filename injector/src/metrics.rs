@@ -1,9 +1,10 @@
 //! The injector's Prometheus metrics, served on `/metrics`.
 //!
 //! Few and about outcomes: how many admission requests ended in which result
-//! (so a drop in `injected` or a rise in `refused`/`error` is visible) and
+//! (so a drop in `injected` or a rise in `refused`/`error` is visible),
 //! whether certificate reloads work (a failing reload means the webhook will
-//! break when the old certificate expires).
+//! break when the old certificate expires), and whether injected pods'
+//! namespaces get the proxy's read access (a failing one means 403s).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -20,7 +21,7 @@ struct AdmissionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReloadLabels {
+struct ResultLabels {
     /// `ok` or `error`.
     result: &'static str,
 }
@@ -28,7 +29,8 @@ struct ReloadLabels {
 pub struct Metrics {
     registry: Registry,
     admissions: Family<AdmissionLabels, Counter>,
-    cert_reloads: Family<ReloadLabels, Counter>,
+    cert_reloads: Family<ResultLabels, Counter>,
+    grants: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -46,16 +48,23 @@ impl Metrics {
             "Admission requests by result and reason",
             admissions.clone(),
         );
-        let cert_reloads = Family::<ReloadLabels, Counter>::default();
+        let cert_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "cert_reloads",
             "Reloads of the TLS certificate and key after their files changed",
             cert_reloads.clone(),
         );
+        let grants = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "namespace_grants",
+            "Checks that an injected pod's namespace has the proxy's read access, by result",
+            grants.clone(),
+        );
         Metrics {
             registry,
             admissions,
             cert_reloads,
+            grants,
         }
     }
 
@@ -68,8 +77,13 @@ impl Metrics {
     pub fn cert_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.cert_reloads
-            .get_or_create(&ReloadLabels { result })
+            .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    pub fn grant(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.grants.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// The OpenMetrics text of every metric.

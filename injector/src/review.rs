@@ -36,6 +36,9 @@ pub struct AdmissionRequest {
     /// The object being admitted; `null` for DELETE.
     #[serde(default)]
     pub object: Option<Value>,
+    /// Nothing is to be persisted, so nothing is to be done outside the answer.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,7 @@
 //! kube-apiserver reads a failed webhook call's reason from.
 
 use crate::config::SidecarDefaults;
+use crate::grant::Grants;
 use crate::metrics::Metrics;
 use crate::webhook;
 use bytes::Bytes;
@@ -56,6 +57,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct App {
     pub defaults: SidecarDefaults,
     pub metrics: Arc<Metrics>,
+    /// Set when the injector grants injected namespaces the proxy's access.
+    pub grants: Option<Grants>,
 }
 
 /// Accepts connections until `shutdown` completes, then lets open ones finish.
@@ -215,11 +218,20 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
             return status(StatusCode::BAD_REQUEST, "BadRequest", message);
         }
     };
-    match webhook::mutate(&body, &app.defaults) {
-        Ok(answer) => {
-            app.metrics
-                .admission(answer.outcome.result, answer.outcome.reason);
-            text(StatusCode::OK, "application/json", answer.body.into())
+    let answer = webhook::mutate(&body, &app.defaults);
+    let answer = match (answer, &app.grants) {
+        (Ok(mut answer), Some(grants)) => {
+            if let Some(namespace) = answer.grant.take() {
+                grant(app, grants, &namespace, &mut answer).await;
+            }
+            Ok(answer)
+        }
+        (answer, _) => answer,
+    };
+    match answer.and_then(|answer| Ok((answer.encode()?, answer.outcome))) {
+        Ok((body, outcome)) => {
+            app.metrics.admission(outcome.result, outcome.reason);
+            text(StatusCode::OK, "application/json", body.into())
         }
         Err(e @ webhook::BadReview::Encode(_)) => {
             app.metrics.admission("error", "internal");
@@ -235,6 +247,22 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
             tracing::warn!(error = %bad, "answered a malformed admission request with 400");
             status(StatusCode::BAD_REQUEST, "BadRequest", bad.to_string())
         }
+    }
+}
+
+/// Grants the namespace's service accounts the proxy's read access; when
+/// that fails the pod is still injected (its proxy then reports the 403),
+/// and the user who created it is told why.
+async fn grant(app: &App, grants: &Grants, namespace: &str, answer: &mut webhook::Answer) {
+    let result = grants.ensure(namespace).await;
+    app.metrics.grant(result.is_ok());
+    if let Err(e) = result {
+        tracing::warn!(namespace, error = %e, "could not grant the proxy's read access");
+        answer.warn(format!(
+            "sidelb-injector: could not give the service accounts of namespace {namespace} \
+             read access to Services and EndpointSlices ({e}); until a later pod here \
+             succeeds, this pod's proxy is refused by the API server (see the injector's log)"
+        ));
     }
 }
 
@@ -263,7 +291,11 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response<Full<Byte
 }
 
 impl App {
-    pub fn new(defaults: SidecarDefaults, metrics: Arc<Metrics>) -> Self {
-        App { defaults, metrics }
+    pub fn new(defaults: SidecarDefaults, metrics: Arc<Metrics>, grants: Option<Grants>) -> Self {
+        App {
+            defaults,
+            metrics,
+            grants,
+        }
     }
 }

@@ -18,9 +18,23 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// An answered review.
 pub struct Answer {
-    /// The JSON of the response review.
-    pub body: Vec<u8>,
+    pub review: ReviewResponse,
     pub outcome: Outcome,
+    /// The namespace of a pod injected for real (not a dry run), whose
+    /// service accounts need the proxy's read access ([`crate::grant`]).
+    pub grant: Option<String>,
+}
+
+impl Answer {
+    /// Shown to the user who created the pod, with the answer.
+    pub fn warn(&mut self, warning: String) {
+        self.review.response.warnings.push(warning);
+    }
+
+    /// The JSON of the response review.
+    pub fn encode(&self) -> Result<Vec<u8>, BadReview> {
+        serde_json::to_vec(&self.review).map_err(BadReview::Encode)
+    }
 }
 
 /// What happened, for metrics and logs.
@@ -67,6 +81,7 @@ pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadRevi
     let uid = request.uid.clone();
     let namespace = request.namespace.as_deref().unwrap_or_default();
     let pod = pod_name(request.object.as_ref());
+    let mut grant = None;
     let (response, outcome) = match decision {
         Decision::Skip(skip) => {
             let reason = skip.reason();
@@ -101,11 +116,17 @@ pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadRevi
             tracing::info!(uid, namespace, pod, kind, "injected sidelb-proxy");
             let mut response = AdmissionResponse::patch(uid, &patch);
             response.warnings = plan.warnings;
+            if request.dry_run != Some(true) {
+                grant = Some(namespace.to_owned());
+            }
             (response, outcome("injected", kind))
         }
     };
-    let body = serde_json::to_vec(&ReviewResponse::from(response)).map_err(BadReview::Encode)?;
-    Ok(Answer { body, outcome })
+    Ok(Answer {
+        review: ReviewResponse::from(response),
+        outcome,
+        grant,
+    })
 }
 
 /// The pod's name, or its `generateName` and `*` before it has one.

@@ -135,3 +135,13 @@ server trusts; generated otherwise (first install, `helm template`).
 {{- dict "ca.crt" ($ca.Cert | b64enc) "tls.crt" ($cert.Cert | b64enc) "tls.key" ($cert.Key | b64enc) | toJson }}
 {{- end }}
 {{- end }}
+
+{{/* The proxies' ClusterRole, and the ClusterRoleBinding of it the injector keeps. */}}
+{{- define "sidelb.proxy.rbacName" -}}
+{{- printf "%s-proxy" (include "sidelb.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/* "true" when the injector grants each injected namespace the proxies' access (the default). */}}
+{{- define "sidelb.rbac.perNamespace" -}}
+{{- if and .Values.rbac.create (not .Values.rbac.clusterWide) }}true{{ end }}
+{{- end }}

@@ -38,7 +38,8 @@ static DEFAULTS: LazyLock<SidecarDefaults> = LazyLock::new(|| {
 fn answer(body: &[u8]) -> Option<Value> {
     match mutate(body, &DEFAULTS) {
         Ok(answer) => {
-            let review: Value = serde_json::from_slice(&answer.body).expect("the answer is JSON");
+            let body = answer.encode().expect("the answer encodes");
+            let review: Value = serde_json::from_slice(&body).expect("the answer is JSON");
             assert_eq!(review["kind"], "AdmissionReview");
             let response = review["response"].clone();
             assert!(response["uid"].as_str().is_some_and(|u| !u.is_empty()));

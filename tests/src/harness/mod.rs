@@ -71,6 +71,7 @@
 
 pub mod backend;
 pub mod binary;
+pub mod chart;
 pub mod client;
 pub mod control_plane;
 pub mod endpoints_file;

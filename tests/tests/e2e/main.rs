@@ -10,7 +10,8 @@
 //! - [`injector`]: the injector as kubectl users meet it;
 //! - [`chart`]: the Helm chart, its copies of the settings and its install;
 //! - [`control_plane`]: `make cluster`'s control plane and script, shown to be the real ones;
-//! - [`node_agent`]: pods run by the node agent against that control plane.
+//! - [`node_agent`]: pods run by the node agent against that control plane;
+//! - [`rbac`]: the chart's RBAC and the injector's grants, judged by that API server.
 //!
 //! Run one concern or one test with a filter:
 //! `cargo test -p sidelb-tests --test e2e -- proxy::balance`.
@@ -22,4 +23,5 @@ mod discovery;
 mod injector;
 mod node_agent;
 mod proxy;
+mod rbac;
 mod resilience;

@@ -18,49 +18,24 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
+use sidelb_config::names;
 use sidelb_fake_apiserver::FakeApiServer;
 use sidelb_tests::harness::Injector;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use sidelb_tests::harness::chart::{self, NAMESPACE};
+use std::path::Path;
 
-const NAMESPACE: &str = "sidelb";
-const RELEASE: &str = "sidelb";
 const INJECTOR: &str = "sidelb-injector";
 const TLS_SECRET: &str = "sidelb-injector-tls";
 const WEBHOOK_CONFIG: &str = "sidelb";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The chart's objects as Helm renders them; with `kubeconfig`, `lookup` sees
 /// that cluster, as in `helm upgrade`.
 fn render(kubeconfig: Option<&Path>, values: Value) -> Vec<Value> {
-    let python = sidelb_test_env::python().unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = Command::new(&python);
-    cmd.arg(repo().join("charts/tests/render_chart.py"))
-        .args(["--namespace", NAMESPACE, "--release", RELEASE])
-        .args(["--values", &values.to_string()]);
-    if let Some(kubeconfig) = kubeconfig {
-        cmd.arg("--kubeconfig").arg(kubeconfig);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(
-        out.status.success(),
-        "rendering the chart with {} failed (it needs the packages of \
-         charts/tests/requirements.txt: `make deps-python`):\n{}",
-        python.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("render_chart.py prints JSON")
+    chart::render(kubeconfig, &values).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+    chart::find(docs, kind, name).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Stores every rendered object, as `helm install` / `helm upgrade` would.
@@ -98,10 +73,15 @@ async fn start_injector(server: &FakeApiServer) -> Injector {
             .expect("base64");
         String::from_utf8(der).expect("PEM text")
     };
-    let env = container["env"].as_array().expect("env").iter().map(|var| {
-        let name = var["name"].as_str().expect("name");
-        (name, var["value"].as_str().expect("literal env values"))
-    });
+    // The grant the injector makes through the real API server is tested
+    // there (rbac.rs); the fake one has no RBAC.
+    let env = container["env"].as_array().expect("env").iter();
+    let env = env
+        .map(|var| {
+            let name = var["name"].as_str().expect("name");
+            (name, var["value"].as_str().expect("literal env values"))
+        })
+        .filter(|(name, _)| *name != names::injector_env::PROXY_ROLE_BINDING);
     Injector::spawn(&pem("tls.crt"), &pem("tls.key"), env)
         .await
         .expect("sidelb-injector starts")
