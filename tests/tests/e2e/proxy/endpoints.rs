@@ -9,6 +9,7 @@
 //!   in flight (every failure names it), later calls all succeed on the
 //!   others, and a backend restarted on the same port is used again.
 
+use sidelb_config::settings;
 use sidelb_tests::echo::pb::EchoRequest;
 use sidelb_tests::harness::*;
 use std::time::Duration;
@@ -37,9 +38,15 @@ async fn state_of(proxy: &Proxy, addr: std::net::SocketAddr) -> Option<serde_jso
 
 #[tokio::test]
 async fn backends_added_under_load_take_their_share() {
-    let mut setup = EchoSetup::start(&["a", "b"], BackendOptions::default(), &[])
-        .await
-        .expect("setup");
+    // Round-robin, so that a share shows membership of the pool, not the
+    // latencies of backends on a busy machine (p2c-ewma follows those).
+    let mut setup = EchoSetup::start(
+        &["a", "b"],
+        BackendOptions::default(),
+        &[(settings::BALANCER, "round-robin")],
+    )
+    .await
+    .expect("setup");
     let client = setup.client().await.expect("one connection");
     let load = Load::start(&client, EchoRequest::default(), LoadLimits::default());
     wait_for_calls(&load, 50).await;
