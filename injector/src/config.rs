@@ -274,7 +274,7 @@ impl InjectorConfig {
 
         let proxy_role_binding = get(env::PROXY_ROLE_BINDING).filter(|v| !v.is_empty());
         if let Some(name) = &proxy_role_binding {
-            object_name(name).map_err(|e| invalid(env::PROXY_ROLE_BINDING, e))?;
+            object_name(name).map_err(|e| invalid(env::PROXY_ROLE_BINDING, &e))?;
         }
 
         let mut proxy_env = Vec::new();
