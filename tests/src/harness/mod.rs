@@ -25,6 +25,8 @@
 //!   kube-controller-manager, etcd), a private one or the running one.
 //! - [`PodNet`]: a pod's network namespace and an outside one, to tell a
 //!   loopback client from one that reaches the pod IP.
+//! - [`kube_cluster::Kube`]: a private control plane with a node agent and an admin
+//!   client: objects applied, Deployments scaled and restarted, pods awaited.
 //! - [`NodeAgent`]: a `sidelb-node-agent` playing the kubelet against a real control plane.
 //! - [`wait_until`]: the only way to wait: a condition, a bound, no sleeps.
 //! - [`Process`]: the guard under all of these: killed on drop, logs kept and
@@ -78,6 +80,7 @@ pub mod endpoints_file;
 pub mod http1;
 pub mod http_get;
 pub mod injector;
+pub mod kube_cluster;
 pub mod kubectl;
 pub mod load;
 pub mod metrics;

@@ -6,7 +6,8 @@
 //!   is put between them;
 //! - [`proxy`]: the proxy with file discovery, one theme per module;
 //! - [`resilience`]: what goes wrong, asserted with counts;
-//! - [`discovery`]: the proxy's Kubernetes discovery against the fake API server;
+//! - [`discovery`]: the proxy's Kubernetes discovery on the real control plane
+//!   (and the fake API server for faults);
 //! - [`injector`]: the injector as kubectl users meet it;
 //! - [`chart`]: the Helm chart, its copies of the settings and its install;
 //! - [`control_plane`]: `make cluster`'s control plane and script, shown to be the real ones;

@@ -4,6 +4,10 @@
 //! The proxy skips every such endpoint, keeps balancing over the sound ones
 //! of the same Service, and keeps following later changes: nothing panics,
 //! nothing is dialed that should not be.
+//!
+//! On the fake API server: the real one validates EndpointSlices and
+//! refuses most of this garbage, so it cannot be stored there on demand;
+//! the proxy must still not trust that every server or version does.
 
 use super::cluster::*;
 use serde_json::{Value, json};

@@ -1,13 +1,15 @@
-//! Services that are not there (yet): requests fail at once with a message
-//! saying what is missing, and the Service is picked up when it appears.
+//! Services that are not there (yet), on the real API server: requests fail
+//! at once with a message saying what is missing, and the Service is picked
+//! up when it is created.
 
-use super::cluster::*;
+use super::real::*;
+use serde_json::json;
 use sidelb_tests::harness::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_created_after_the_first_request_is_picked_up() {
-    let cluster = Cluster::start();
-    let proxy = cluster.proxy(&["late.default:50051"]).await;
+    let kube = start().await;
+    let proxy = proxy(&kube, &["late.default:50051"]).await;
 
     // Pinned (an upstream listener): the proxy is ready, and says why not.
     let pinned = client(&proxy, "late.default:50051").await;
@@ -29,51 +31,43 @@ async fn a_service_created_after_the_first_request_is_picked_up() {
         "{message}"
     );
 
-    let mut pods = Pods::new();
-    let started = pods.start_all(&["a", "b"]).await;
-    let port = started[0].addr().port();
     for name in ["late", "later"] {
-        cluster.apply(grpc_service(name, port));
-        cluster.apply_slice(&Slice::grpc(
-            name,
-            &format!("{name}-1"),
-            &[&started[0], &started[1]],
-        ));
+        apply(&kube, grpc_service(name)).await;
+        apply(&kube, kube.backend_deployment(name, 2, POD_PORT)).await;
     }
-    wait_for_pods(&proxy, "late.default:50051", &["a", "b"]).await;
-    wait_for_pods(&proxy, "later.default:50051", &["a", "b"]).await;
+    let late = ready_pods(&kube, "late", 2).await;
+    let later = ready_pods(&kube, "later", 2).await;
+    wait_for_pods(&proxy, "late.default:50051", &names(&late)).await;
+    wait_for_pods(&proxy, "later.default:50051", &names(&later)).await;
     let tally = all_ok(&pinned, 40).await;
-    assert!(
-        tally.served_by("a") > 0 && tally.served_by("b") > 0,
-        "{tally}"
-    );
+    for pod in names(&late) {
+        assert!(tally.served_by(pod) > 0, "{pod} got nothing: {tally}");
+    }
     all_ok(&by_authority, 10).await;
 
     // Deleted again: unresolvable again.
-    cluster
-        .api
-        .delete("v1", "Service", Some(NAMESPACE), "late")
-        .expect("deleted");
+    kube.delete("v1", "Service", "late").await.expect("deleted");
     let message = wait_for_no_service(&proxy, "late.default:50051").await;
     assert!(message.contains("does not exist"), "{message}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_the_service_does_not_have_is_named_with_the_ports_it_has() {
-    let cluster = Cluster::start();
-    let mut pods = Pods::new();
-    let pod = pods.start("a").await;
-    cluster.apply(service(
-        "echo",
-        serde_json::json!([
-            { "name": "grpc", "port": 50051, "targetPort": pod.addr().port() },
-            { "name": "metrics", "port": 9090 },
-        ]),
-    ));
-    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[&pod]));
-    let proxy = cluster
-        .proxy(&["echo.default:50052", "echo.default:grcp"])
-        .await;
+    let kube = start().await;
+    apply(
+        &kube,
+        service(
+            "echo",
+            json!([
+                {"name": "grpc", "port": 50051, "targetPort": POD_PORT},
+                {"name": "metrics", "port": 9090},
+            ]),
+        ),
+    )
+    .await;
+    apply(&kube, kube.backend_pod("echo-1", "echo", POD_PORT)).await;
+    ready_pods(&kube, "echo", 1).await;
+    let proxy = proxy(&kube, &["echo.default:50052", "echo.default:grcp"]).await;
 
     let message = unavailable_message(&client(&proxy, "echo.default:50052").await)
         .await
@@ -83,7 +77,7 @@ async fn a_port_the_service_does_not_have_is_named_with_the_ports_it_has() {
         "{message}"
     );
     assert!(
-        message.contains(&format!("50051 (grpc → {})", pod.addr().port())),
+        message.contains(&format!("50051 (grpc → {POD_PORT})")),
         "{message}"
     );
     assert!(message.contains("9090 (metrics)"), "{message}");
@@ -92,21 +86,20 @@ async fn a_port_the_service_does_not_have_is_named_with_the_ports_it_has() {
         .expect("UNAVAILABLE");
     assert!(message.contains("no port named `grcp`"), "{message}");
 
-    // The port is added to the Service: picked up.
-    cluster.apply(service(
-        "echo",
-        serde_json::json!([
-            { "name": "grpc", "port": 50051, "targetPort": pod.addr().port() },
-            { "name": "grcp", "port": 50052, "targetPort": pod.addr().port() },
-        ]),
-    ));
-    cluster.apply_slice(
-        &Slice::new("echo", "echo-1")
-            .port(Some("grpc"), pod.addr().port())
-            .port(Some("grcp"), pod.addr().port())
-            .pod(&pod, conditions::ready()),
-    );
-    wait_for_pods(&proxy, "echo.default:50052", &["a"]).await;
-    wait_for_pods(&proxy, "echo.default:grcp", &["a"]).await;
+    // The port is added to the Service: the controller adds it to the
+    // slice, and the proxy picks it up.
+    apply(
+        &kube,
+        service(
+            "echo",
+            json!([
+                {"name": "grpc", "port": 50051, "targetPort": POD_PORT},
+                {"name": "grcp", "port": 50052, "targetPort": POD_PORT},
+            ]),
+        ),
+    )
+    .await;
+    wait_for_pods(&proxy, "echo.default:50052", &["echo-1"]).await;
+    wait_for_pods(&proxy, "echo.default:grcp", &["echo-1"]).await;
     all_ok(&client(&proxy, "echo.default:50052").await, 5).await;
 }

@@ -1,69 +1,98 @@
-//! Which endpoints get calls: ready ones; serving-but-terminating ones only
-//! when none is ready; never the others.
+//! Readiness and termination as the real EndpointSlice controller writes
+//! them from what the node agent reports: a pod whose readiness probe fails
+//! is listed not ready and gets no new calls, and is back once it passes; a
+//! deleted pod is listed terminating at once and gets no new calls, while
+//! the call already on it goes on to its end before the pod exits.
 
-use super::cluster::*;
+use super::real::*;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use sidelb_tests::harness::kube_cluster::Kube;
 use sidelb_tests::harness::*;
 
 const TARGET: &str = "echo.default:50051";
 
-fn slice(pods: &[(&Backend, serde_json::Value)]) -> Slice {
-    let port = pods.first().map_or(1, |(p, _)| p.addr().port());
-    let mut slice = Slice::new("echo", "echo-1").port(Some("grpc"), port);
-    for (pod, conditions) in pods {
-        slice = slice.pod(pod, conditions.clone());
-    }
-    slice
+/// The conditions (ready, serving, terminating) of pod `pod` in `slices`.
+fn conditions_of(slices: &[EndpointSlice], pod: &str) -> Option<(bool, bool, bool)> {
+    let endpoint = slices
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .find(|e| e.target_ref.as_ref().and_then(|r| r.name.as_deref()) == Some(pod))?;
+    let c = endpoint.conditions.clone().unwrap_or_default();
+    Some((
+        c.ready.unwrap_or(true),
+        c.serving.unwrap_or(true),
+        c.terminating.unwrap_or(false),
+    ))
 }
 
-#[tokio::test]
-async fn ready_endpoints_then_serving_terminating_ones_never_the_rest() {
-    let cluster = Cluster::start();
-    let mut pods = Pods::new();
-    let started = pods.start_all(&["a", "b", "c", "d"]).await;
-    let (a, b, c, d) = (&started[0], &started[1], &started[2], &started[3]);
-    cluster.apply(grpc_service("echo", a.addr().port()));
-    cluster.apply_slice(&slice(&[
-        (a, conditions::ready()),
-        (b, conditions::not_ready()),
-        (c, conditions::terminating_serving()),
-        (d, conditions::terminating()),
-    ]));
-    let proxy = cluster.proxy(&[TARGET]).await;
+/// Waits until the controller lists `pod` with `(ready, serving, terminating)`
+/// satisfying `wanted`.
+async fn wait_for_conditions(
+    kube: &Kube,
+    pod: &str,
+    what: &str,
+    wanted: impl Fn((bool, bool, bool)) -> bool,
+) {
+    let outcome = wait_until(&format!("{pod} to be listed {what}"), WAIT, || async {
+        let slices = kube.slices("echo").await.ok()?;
+        conditions_of(&slices, pod).filter(|c| wanted(*c))
+    })
+    .await;
+    if let Err(e) = outcome {
+        panic!("{e:#}; the slices: {:?}", kube.slices("echo").await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failing_readiness_or_terminating_gets_no_new_calls_and_in_flight_ones_finish() {
+    let kube = start().await;
+    apply(&kube, grpc_service("echo")).await;
+    for pod in ["echo-a", "echo-b", "echo-c"] {
+        apply(&kube, kube.backend_pod(pod, "echo", POD_PORT)).await;
+    }
+    ready_pods(&kube, "echo", 3).await;
+    let proxy = proxy(&kube, &[TARGET]).await;
+    wait_for_pods(&proxy, TARGET, &["echo-a", "echo-b", "echo-c"]).await;
     let client = client(&proxy, TARGET).await;
 
-    // One ready endpoint: it gets everything, the terminating one nothing.
-    wait_for_pods(&proxy, TARGET, &["a"]).await;
-    let tally = all_ok(&client, 40).await;
-    assert_eq!(tally.served_by("a"), 40, "{tally}");
+    // echo-a's readiness probe fails: listed not ready, it gets nothing new.
+    kube.fail_readiness("echo-a", true).expect("flag");
+    wait_for_conditions(&kube, "echo-a", "not ready", |(ready, _, _)| !ready).await;
+    wait_for_pods(&proxy, TARGET, &["echo-b", "echo-c"]).await;
+    let tally = all_ok(&client, 60).await;
+    assert_eq!(tally.served_by("echo-a"), 0, "{tally}");
+    // It passes again: back in.
+    kube.fail_readiness("echo-a", false).expect("flag");
+    wait_for_pods(&proxy, TARGET, &["echo-a", "echo-b", "echo-c"]).await;
+    let tally = all_ok(&client, 90).await;
+    assert!(tally.served_by("echo-a") > 0, "{tally}");
 
-    // a starts terminating too, and stops serving: no endpoint is ready, so
-    // the one still serving while terminating takes the calls.
-    cluster.apply_slice(&slice(&[
-        (a, conditions::terminating()),
-        (b, conditions::not_ready()),
-        (c, conditions::terminating_serving()),
-        (d, conditions::terminating()),
-    ]));
-    wait_for_pods(&proxy, TARGET, &["c"]).await;
-    let tally = all_ok(&client, 40).await;
-    assert_eq!(tally.served_by("c"), 40, "{tally}");
-
-    // b's conditions are left unset, which the API defines as ready: the
-    // terminating endpoint is dropped again.
-    cluster.apply_slice(&slice(&[
-        (b, conditions::unset()),
-        (c, conditions::terminating_serving()),
-    ]));
-    wait_for_pods(&proxy, TARGET, &["b"]).await;
-    let tally = all_ok(&client, 40).await;
-    assert_eq!(tally.served_by("b"), 40, "{tally}");
-
-    // Nothing ready or serving: no endpoints.
-    cluster.apply_slice(&slice(&[
-        (b, conditions::not_ready()),
-        (c, conditions::terminating()),
-    ]));
-    wait_for_pods(&proxy, TARGET, &[]).await;
-    let message = unavailable_message(&client).await.expect("UNAVAILABLE");
-    assert!(message.contains("no endpoints"), "{message}");
+    // A call is on echo-b when it is deleted: the pod is listed terminating
+    // and gets no new calls, its process drains (SIGTERM) and the call goes on.
+    let mut stream = OpenCall::open_on(&client, "echo-b", 60)
+        .await
+        .expect("a call on echo-b");
+    kube.delete_pod("echo-b").await.expect("deleted");
+    wait_for_conditions(&kube, "echo-b", "terminating", |(ready, _, terminating)| {
+        !ready && terminating
+    })
+    .await;
+    wait_for_pods(&proxy, TARGET, &["echo-a", "echo-c"]).await;
+    let tally = all_ok(&client, 60).await;
+    assert_eq!(tally.served_by("echo-b"), 0, "{tally}");
+    assert!(
+        kube.pods("echo")
+            .await
+            .expect("pods")
+            .iter()
+            .any(|p| p.name == "echo-b" && p.deleting),
+        "echo-b is still shutting down, held by the call on it"
+    );
+    let reply = stream.exchange().await.expect("the call on echo-b goes on");
+    assert_eq!(reply.backend, "echo-b");
+    stream.finish().await.expect("and ends cleanly");
+    kube.wait_pod_gone("echo-b")
+        .await
+        .expect("echo-b exits once drained");
+    ready_pods(&kube, "echo", 2).await;
 }

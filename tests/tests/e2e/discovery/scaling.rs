@@ -1,109 +1,57 @@
-//! Pods coming and going through EndpointSlice events, while an app keeps
-//! calling on one connection.
+//! A Deployment scaled up and down while an app keeps calling on one
+//! connection: new pods get calls once the real EndpointSlice controller
+//! lists them ready, removed ones get none, and no call fails on the way.
 
-use super::cluster::*;
+use super::real::*;
 use sidelb_tests::echo::pb::EchoRequest;
 use sidelb_tests::harness::*;
 
 const TARGET: &str = "echo.default:50051";
 
-#[tokio::test]
-async fn scale_up_and_down_through_slice_events() {
-    let cluster = Cluster::start();
-    let mut pods = Pods::new();
-    let started = pods.start_all(&["a", "b"]).await;
-    let (a, b) = (&started[0], &started[1]);
-    cluster.apply(grpc_service("echo", a.addr().port()));
-    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[a, b]));
-    let proxy = cluster.proxy(&[TARGET]).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_up_pods_get_calls_once_ready_and_scaled_down_ones_none() {
+    let kube = start().await;
+    apply(&kube, grpc_service("echo")).await;
+    apply(&kube, kube.backend_deployment("echo", 2, POD_PORT)).await;
+    let first = ready_pods(&kube, "echo", 2).await;
+    let proxy = proxy(&kube, &[TARGET]).await;
+    wait_for_pods(&proxy, TARGET, &names(&first)).await;
     let client = client(&proxy, TARGET).await;
-
     let tally = all_ok(&client, 60).await;
-    assert!(
-        tally.served_by("a") > 0 && tally.served_by("b") > 0,
-        "{tally}"
-    );
+    for pod in names(&first) {
+        assert!(tally.served_by(pod) > 0, "{pod} got nothing: {tally}");
+    }
 
-    // Scale up: c is added to the slice while the app keeps calling.
+    // Scaled up under load: each new pod takes calls once it is ready.
     let load = Load::start(&client, EchoRequest::default(), LoadLimits::default());
-    let c = pods.start("c").await;
-    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[a, b, &c]));
-    wait_until_served_by(&load, "c").await;
+    kube.scale("echo", 4).await.expect("scaled to 4");
+    let four = ready_pods(&kube, "echo", 4).await;
+    wait_for_pods(&proxy, TARGET, &names(&four)).await;
+    for pod in names(&four) {
+        wait_until_served_by(&load, pod).await;
+    }
 
-    // Scale down: a leaves the slice (its process still runs, as a pod
-    // being deleted does for a while); it gets no new calls.
-    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[b, &c]));
-    wait_for_pods(&proxy, TARGET, &["b", "c"]).await;
+    // Scaled down: the pods the ReplicaSet picks are deleted (SIGTERM while
+    // calls are on them); the one left takes everything.
+    kube.scale("echo", 1).await.expect("scaled to 1");
+    let left = ready_pods(&kube, "echo", 1).await;
+    wait_for_pods(&proxy, TARGET, &names(&left)).await;
     let tally = load.stop().await;
     assert_eq!(
         tally.ok(),
         tally.total(),
         "no call failed while scaling: {tally}"
     );
-    let after = all_ok(&client, 60).await;
-    assert_eq!(after.served_by("a"), 0, "a was removed: {after}");
-    assert!(
-        after.served_by("b") > 0 && after.served_by("c") > 0,
-        "{after}"
-    );
+    let after = all_ok(&client, 40).await;
+    assert_eq!(after.served_by(&left[0].name), 40, "{after}");
 
-    // Down to nothing: the Service has no endpoints, and says so.
-    cluster.apply_slice(&Slice::new("echo", "echo-1").port(Some("grpc"), a.addr().port()));
+    // Down to none: the Service has no endpoints, and the proxy says so.
+    kube.scale("echo", 0).await.expect("scaled to 0");
+    ready_pods(&kube, "echo", 0).await;
     wait_for_pods(&proxy, TARGET, &[]).await;
     let message = unavailable_message(&client).await.expect("UNAVAILABLE");
     assert!(
         message.contains("no endpoints for service echo.default:50051"),
         "{message}"
     );
-}
-
-#[tokio::test]
-async fn slices_are_merged_across_slices_families_and_duplicates() {
-    let cluster = Cluster::start();
-    let mut pods = Pods::new();
-    let started = pods.start_all(&["a", "b", "c"]).await;
-    let (a, b, c) = (&started[0], &started[1], &started[2]);
-    let v6 = Backend::spawn(
-        "d",
-        BackendOptions {
-            addr: Some("[::1]:0".parse().expect("address")),
-            ..BackendOptions::default()
-        },
-    )
-    .await
-    .expect("IPv6 pod starts");
-    let port = a.addr().port();
-    cluster.apply(grpc_service("echo", port));
-    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[a, b]));
-    cluster.apply_slice(&Slice::grpc("echo", "echo-2", &[c]));
-    // An IPv6 slice of a dual-stack Service; its pod listens on its own port.
-    cluster.apply_slice(&Slice::grpc("echo", "echo-v6", &[&v6]).address_type("IPv6"));
-    // FQDN slices are not for sidelb.
-    cluster.apply_slice(
-        &Slice::new("echo", "echo-fqdn")
-            .address_type("FQDN")
-            .port(Some("grpc"), port)
-            .address("pod.example.com"),
-    );
-    // Another Service's slice is not this one's.
-    cluster.apply_slice(&Slice::grpc("other", "other-1", &[a]));
-
-    let proxy = cluster.proxy(&[TARGET]).await;
-    wait_for_pods(&proxy, TARGET, &["a", "b", "c", "d"]).await;
-    let client = client(&proxy, TARGET).await;
-    let tally = all_ok(&client, 120).await;
-    for pod in ["a", "b", "c", "d"] {
-        assert!(tally.served_by(pod) > 0, "{pod} got nothing: {tally}");
-    }
-
-    // The controller moves c into echo-1 (listed in both for a moment): c
-    // stays, once.
-    cluster.apply_slice(&Slice::grpc("echo", "echo-1", &[a, b, c]));
-    cluster.delete_slice("echo-2");
-    wait_for_pods(&proxy, TARGET, &["a", "b", "c", "d"]).await;
-    // A whole slice goes away.
-    cluster.delete_slice("echo-v6");
-    wait_for_pods(&proxy, TARGET, &["a", "b", "c"]).await;
-    let tally = all_ok(&client, 60).await;
-    assert_eq!(tally.served_by("d"), 0, "{tally}");
 }

@@ -1,5 +1,8 @@
 //! The source itself, in process: one watch per Service however many ports
 //! and pools subscribe, and no watch once nobody listens.
+//!
+//! On the fake API server, which counts the lists and watches it serves per
+//! resource; the real one counts only with other clients' requests mixed in.
 
 use super::cluster::*;
 use kube::config::{KubeConfigOptions, Kubeconfig};
