@@ -79,6 +79,9 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub max_header_bytes: u32,
     pub max_in_flight: usize,
+    /// Most pools; pinned ones (upstreams, listed services) count but are never refused.
+    pub max_services: usize,
+    pub service_idle_timeout: Duration,
     pub connect_timeout: Duration,
     /// `None`: no keepalive pings.
     pub keepalive_interval: Option<Duration>,
@@ -157,6 +160,8 @@ impl ProxyConfig {
             header_read_timeout: dur(s::HEADER_READ_TIMEOUT)?,
             max_header_bytes: num(s::MAX_HEADER_BYTES)? as u32,
             max_in_flight: num(s::MAX_IN_FLIGHT)? as usize,
+            max_services: num(s::MAX_SERVICES)? as usize,
+            service_idle_timeout: dur(s::SERVICE_IDLE_TIMEOUT)?,
             connect_timeout: dur(s::CONNECT_TIMEOUT)?,
             keepalive_interval: nonzero(dur(s::KEEPALIVE_INTERVAL)?),
             keepalive_timeout: dur(s::KEEPALIVE_TIMEOUT)?,
@@ -228,6 +233,8 @@ mod tests {
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.max_header_bytes, 65536);
         assert_eq!(c.max_in_flight, 10_000);
+        assert_eq!(c.max_services, 100);
+        assert_eq!(c.service_idle_timeout, Duration::from_secs(600));
         assert_eq!(c.ejection_failures, 5);
         assert_eq!(c.ejection_base_time, Duration::from_secs(10));
         assert_eq!(c.ejection_max_time, Duration::from_secs(300));

@@ -86,6 +86,8 @@ pub const WORKERS: &str = "SIDELB_WORKERS";
 pub const HEADER_READ_TIMEOUT: &str = "SIDELB_HEADER_READ_TIMEOUT";
 pub const MAX_HEADER_BYTES: &str = "SIDELB_MAX_HEADER_BYTES";
 pub const MAX_IN_FLIGHT: &str = "SIDELB_MAX_IN_FLIGHT";
+pub const MAX_SERVICES: &str = "SIDELB_MAX_SERVICES";
+pub const SERVICE_IDLE_TIMEOUT: &str = "SIDELB_SERVICE_IDLE_TIMEOUT";
 pub const CONNECT_TIMEOUT: &str = "SIDELB_CONNECT_TIMEOUT";
 pub const KEEPALIVE_INTERVAL: &str = "SIDELB_KEEPALIVE_INTERVAL";
 pub const KEEPALIVE_TIMEOUT: &str = "SIDELB_KEEPALIVE_TIMEOUT";
@@ -224,6 +226,20 @@ pub static SETTINGS: &[Setting] = &[
         "10000",
         count(1, 1_000_000),
         "requests in flight per service; above it requests fail at once with UNAVAILABLE",
+    ),
+    setting(
+        MAX_SERVICES,
+        Some("sidelb.io/max-services"),
+        "100",
+        count(1, 100_000),
+        "most distinct services one proxy serves (upstreams included); a request for one more gets UNAVAILABLE naming this limit and opens no watch",
+    ),
+    setting(
+        SERVICE_IDLE_TIMEOUT,
+        Some("sidelb.io/service-idle-timeout"),
+        "10m",
+        duration(false),
+        "a service reached by authority and not used for this long is dropped: its watch, connections and metric series go, and it no longer counts against the limit",
     ),
     setting(
         CONNECT_TIMEOUT,

@@ -33,6 +33,21 @@ pub(crate) struct RequestLabels {
     pub(crate) http_status: String,
 }
 
+/// The `grpc_status` label of a status: `0`..`16` as themselves, any other
+/// value an endpoint sends as [`OTHER_GRPC_STATUS`], so label values stay
+/// a small fixed set whatever endpoints answer.
+pub(crate) fn grpc_status_label(status: Option<u16>) -> String {
+    match status {
+        None => String::new(),
+        Some(s) if s <= MAX_GRPC_STATUS => s.to_string(),
+        Some(_) => OTHER_GRPC_STATUS.to_owned(),
+    }
+}
+
+/// The highest status code gRPC defines (UNAUTHENTICATED).
+pub(crate) const MAX_GRPC_STATUS: u16 = 16;
+pub(crate) const OTHER_GRPC_STATUS: &str = "other";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StateLabels {
     pub(crate) service: String,
@@ -59,6 +74,8 @@ pub struct Metrics {
     pub(crate) retries: Family<ServiceLabels, Counter>,
     pub(crate) retries_over_budget: Family<ServiceLabels, Counter>,
     pub(crate) overloaded: Family<ServiceLabels, Counter>,
+    /// Unlabelled: a refused service is not worth a series of its own.
+    pub(crate) services_refused: Counter,
     pub(crate) ejections: Family<EndpointLabels, Counter>,
     pub(crate) ejected: Family<EndpointLabels, Gauge>,
     pub(crate) connect_failures: Family<EndpointLabels, Counter>,
@@ -85,6 +102,7 @@ impl Metrics {
             retries: Family::default(),
             retries_over_budget: Family::default(),
             overloaded: Family::default(),
+            services_refused: Counter::default(),
             ejections: Family::default(),
             ejected: Family::default(),
             connect_failures: Family::default(),
@@ -129,6 +147,11 @@ impl Metrics {
             m.overloaded.clone(),
         );
         registry.register(
+            "services_refused",
+            "Requests for a service past SIDELB_MAX_SERVICES, refused before any discovery",
+            m.services_refused.clone(),
+        );
+        registry.register(
             "ejections",
             "Times an endpoint was ejected as an outlier",
             m.ejections.clone(),
@@ -156,6 +179,28 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Removes the per-service series of a service no longer served (the
+    /// request counters are removed by whoever made them, see
+    /// `balancer::pool` and `endpoint`).
+    pub(crate) fn remove_service(&self, service: &str) {
+        let labels = ServiceLabels {
+            service: service.to_owned(),
+        };
+        self.request_duration.remove(&labels);
+        self.discovery_updates.remove(&labels);
+        self.retries.remove(&labels);
+        self.retries_over_budget.remove(&labels);
+        self.overloaded.remove(&labels);
+    }
+
+    /// Removes the per-endpoint series (but the request counters) of an
+    /// endpoint gone from its service.
+    pub(crate) fn remove_endpoint(&self, labels: &EndpointLabels) {
+        self.ejections.remove(labels);
+        self.ejected.remove(labels);
+        self.connect_failures.remove(labels);
+    }
+
     /// Encodes every metric; `refresh` first sets the state gauges.
     pub(crate) fn encode(&self, refresh: impl FnOnce(&Self)) -> String {
         let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
@@ -166,5 +211,41 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_status_labels_are_a_fixed_set() {
+        assert_eq!(grpc_status_label(None), "");
+        assert_eq!(grpc_status_label(Some(0)), "0");
+        assert_eq!(grpc_status_label(Some(16)), "16");
+        for odd in [17, 99, 1000, u16::MAX] {
+            assert_eq!(grpc_status_label(Some(odd)), OTHER_GRPC_STATUS);
+        }
+    }
+
+    #[test]
+    fn removed_services_and_endpoints_leave_no_series() {
+        let m = Metrics::new();
+        let service = ServiceLabels {
+            service: "a.ns:1".into(),
+        };
+        let endpoint = EndpointLabels {
+            service: "a.ns:1".into(),
+            endpoint: "127.0.0.1:9".into(),
+        };
+        m.retries.get_or_create(&service).inc();
+        m.request_duration.get_or_create(&service).observe(0.1);
+        m.connect_failures.get_or_create(&endpoint).inc();
+        m.ejected.get_or_create(&endpoint).set(1);
+        assert!(m.encode(|_| ()).contains("a.ns:1"));
+        m.remove_endpoint(&endpoint);
+        assert!(!m.encode(|_| ()).contains("127.0.0.1:9"));
+        m.remove_service("a.ns:1");
+        assert!(!m.encode(|_| ()).contains("a.ns:1"));
     }
 }

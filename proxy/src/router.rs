@@ -34,7 +34,7 @@ impl AuthorityRouter {
                 "cannot route authority `{authority}` on {}: {why}; dial `service.namespace:port` (e.g. `greeter.default:50051`) or map the service to a local port with SIDELB_UPSTREAMS",
                 self.listen
             )))?;
-        Ok(self.balancers.get(&key))
+        Ok(self.balancers.get(&key)?)
     }
 }
 

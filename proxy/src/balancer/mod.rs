@@ -4,8 +4,16 @@
 //! on first use (from an upstream listener at start, or the first request
 //! naming the service on the authority listener), subscribes to discovery
 //! once, and applies its updates for as long as it lives. Pools not used for
-//! [`IDLE_POOL_TTL`] are dropped with their discovery subscription, so a
-//! proxy watches only the services its pod talks to.
+//! `SIDELB_SERVICE_IDLE_TIMEOUT` are dropped with their discovery
+//! subscription and metric series, so a proxy watches only the services its
+//! pod talks to.
+//!
+//! Every valid authority names a service, so an app (or whatever it lets
+//! choose the authority) could make the proxy open pools and API-server
+//! watches without end. `SIDELB_MAX_SERVICES` bounds them: a pool one past
+//! the limit is refused before anything is subscribed. Pinned pools (the
+//! configured upstreams, the services an endpoints file lists) count
+//! towards it but are never refused: they are the operator's choice.
 
 pub mod outlier;
 pub mod pick;
@@ -21,7 +29,18 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub(crate) const IDLE_POOL_TTL: Duration = Duration::from_secs(600);
+/// A pool past `SIDELB_MAX_SERVICES` was asked for.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "this proxy already serves {limit} services, the most SIDELB_MAX_SERVICES (sidelb.io/max-services) allows, so it does not open service {service}; raise the limit, or let services this pod no longer calls go idle (SIDELB_SERVICE_IDLE_TIMEOUT)"
+)]
+pub(crate) struct TooManyServices {
+    pub(crate) service: String,
+    pub(crate) limit: usize,
+}
+
+/// Shortest pause between idle sweeps.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(10);
 
 pub(crate) struct Balancers {
     pools: RwLock<HashMap<ServiceKey, Arc<PoolEntry>>>,
@@ -49,22 +68,35 @@ impl Balancers {
         })
     }
 
-    /// The pool of `key`, made and subscribed on first use.
-    pub(crate) fn get(&self, key: &ServiceKey) -> Arc<Pool> {
+    /// The pool of `key`, made and subscribed on first use unless the
+    /// proxy already serves `SIDELB_MAX_SERVICES` services.
+    pub(crate) fn get(&self, key: &ServiceKey) -> Result<Arc<Pool>, TooManyServices> {
         if let Some(entry) = self
             .pools
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
         {
-            return entry.pool.clone();
+            return Ok(entry.pool.clone());
         }
-        self.create(key, false)
+        let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
+        let limit = self.config.max_services;
+        if !pools.contains_key(key) && pools.len() >= limit {
+            self.metrics.services_refused.inc();
+            tracing::debug!(service = %key, "not served: {limit} services already (SIDELB_MAX_SERVICES)");
+            return Err(TooManyServices {
+                service: key.to_string(),
+                limit,
+            });
+        }
+        Ok(self.create(&mut pools, key, false))
     }
 
-    /// The pool of a configured upstream: never dropped when idle.
+    /// The pool of a configured upstream: never dropped when idle, never
+    /// refused.
     pub(crate) fn pin(&self, key: &ServiceKey) -> Arc<Pool> {
-        self.create(key, true)
+        let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
+        self.create(&mut pools, key, true)
     }
 
     /// Lets the pool of `key` be dropped once idle again.
@@ -109,8 +141,13 @@ impl Balancers {
         });
     }
 
-    fn create(&self, key: &ServiceKey, pinned: bool) -> Arc<Pool> {
-        let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
+    /// The pool of `key` in `pools`, made and subscribed if there is none.
+    fn create(
+        &self,
+        pools: &mut HashMap<ServiceKey, Arc<PoolEntry>>,
+        key: &ServiceKey,
+        pinned: bool,
+    ) -> Arc<Pool> {
         if let Some(entry) = pools.get(key) {
             if pinned {
                 entry.pool.set_pinned(true);
@@ -181,12 +218,103 @@ impl Balancers {
         before - pools.len()
     }
 
-    /// Runs [`Self::drop_idle`] periodically until the task is dropped.
+    /// Runs [`Self::drop_idle`] with `SIDELB_SERVICE_IDLE_TIMEOUT`, every
+    /// tenth of it, until the task is dropped.
     pub(crate) async fn run_idle_sweeper(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(IDLE_POOL_TTL / 10);
+        let ttl = self.config.service_idle_timeout;
+        let mut tick = tokio::time::interval((ttl / 10).max(MIN_SWEEP_INTERVAL));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.drop_idle(IDLE_POOL_TTL);
+            self.drop_idle(ttl);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::file::FileDiscovery;
+    use sidelb_config::PortRef;
+
+    fn key(name: &str) -> ServiceKey {
+        ServiceKey::new(name, "ns", PortRef::Number(80))
+    }
+
+    fn balancers(max_services: usize, listed: &[&str]) -> Arc<Balancers> {
+        let path = std::env::temp_dir().join(format!(
+            "sidelb-balancers-{}-{}.yaml",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let mut text = String::from("services:\n");
+        for name in listed {
+            text.push_str(&format!("- name: {name}\n  namespace: ns\n  port: 80\n"));
+        }
+        if listed.is_empty() {
+            text.push_str("- name: unused\n  namespace: other\n  port: 80\n");
+        }
+        std::fs::write(&path, text).unwrap();
+        let discover = FileDiscovery::load(&path, "ns").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut config = ProxyConfig::defaults();
+        config.max_services = max_services;
+        Balancers::new(
+            Arc::new(discover),
+            Arc::new(config),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_service_past_the_limit_is_refused_and_not_made() {
+        let b = balancers(2, &[]);
+        let first = b.get(&key("a")).unwrap();
+        b.get(&key("b")).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &b.get(&key("a")).unwrap()),
+            "known ones still answer"
+        );
+        let refused = b.get(&key("c")).unwrap_err();
+        assert_eq!((refused.service.as_str(), refused.limit), ("c.ns:80", 2));
+        let message = refused.to_string();
+        assert!(
+            message.contains("already serves 2 services")
+                && message.contains("SIDELB_MAX_SERVICES (sidelb.io/max-services)"),
+            "{message}"
+        );
+        assert_eq!(b.pools().len(), 2, "no pool for the refused one");
+        assert_eq!(b.metrics.services_refused.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn pinned_pools_count_but_are_never_refused() {
+        let b = balancers(1, &[]);
+        b.pin(&key("up1"));
+        b.pin(&key("up2"));
+        assert_eq!(b.pools().len(), 2);
+        assert!(b.get(&key("a")).is_err(), "the pinned ones fill the limit");
+        assert!(b.get(&key("up1")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn listed_services_are_pinned_past_the_limit() {
+        let b = balancers(1, &["x", "y"]);
+        b.keep_listed(Vec::new());
+        assert_eq!(b.pools().len(), 2);
+        assert!(b.get(&key("z")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_idle_pool_frees_its_place() {
+        let b = balancers(1, &[]);
+        let a = b.get(&key("a")).unwrap();
+        assert!(b.get(&key("b")).is_err());
+        assert_eq!(b.drop_idle(Duration::from_secs(3600)), 0, "used just now");
+        // The clock counts microseconds: let one pass since its last use.
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(b.drop_idle(Duration::ZERO), 1);
+        assert!(a.is_shut());
+        assert!(b.get(&key("b")).is_ok());
     }
 }

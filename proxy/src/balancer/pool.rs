@@ -9,13 +9,13 @@ use super::outlier::Outlier;
 use super::pick::{PickContext, Protocol, pick};
 use crate::discovery::{EndpointMeta, Update};
 use crate::endpoint::{ConnState, Endpoint, ServiceContext, driver, request_counter};
-use crate::metrics::{Metrics, ServiceLabels};
+use crate::metrics::{Metrics, RequestLabels, ServiceLabels};
 use crate::time::{now_us, us};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use sidelb_config::{ProxyConfig, ServiceKey};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
@@ -107,6 +107,9 @@ pub(crate) struct Pool {
     source_name: String,
     outlier: Arc<Outlier>,
     counters: PoolMetrics,
+    /// The request series of answers the proxy gave itself, removed with
+    /// the pool (endpoints remove their own).
+    local_series: Mutex<HashSet<RequestLabels>>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Removed endpoints that still have requests in flight.
     draining: Mutex<Vec<Weak<Endpoint>>>,
@@ -159,6 +162,7 @@ impl Pool {
                 percent,
             ),
             counters: PoolMetrics::new(&metrics, &name),
+            local_series: Mutex::new(HashSet::new()),
             outlier: Arc::new(Outlier::new(&config, metrics.clone(), changed.clone())),
             service: Arc::new(ServiceContext {
                 name,
@@ -337,14 +341,19 @@ impl Pool {
     /// Counts a request the proxy answered itself (`endpoint` empty when
     /// none was reached).
     pub(crate) fn count_local(&self, endpoint: &str, grpc_status: Option<u16>, http_status: u16) {
-        request_counter(
-            &self.service.metrics,
-            self.name(),
-            endpoint,
-            grpc_status,
-            http_status,
-        )
-        .inc();
+        let metrics = &self.service.metrics;
+        let counter = request_counter(metrics, self.name(), endpoint, grpc_status, http_status);
+        counter.inc();
+        let labels = RequestLabels {
+            service: self.name().to_owned(),
+            endpoint: endpoint.to_owned(),
+            grpc_status: crate::metrics::grpc_status_label(grpc_status),
+            http_status: http_status.to_string(),
+        };
+        self.local_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(labels);
     }
 
     /// Whether waiting may help: discovery pending, or an endpoint connecting.
@@ -491,11 +500,20 @@ impl Pool {
         granted
     }
 
-    /// Stops everything: the pool is being dropped.
+    /// Stops everything: the pool is being dropped. Its endpoints close
+    /// (and remove their series as they go); the service's own series go now.
     pub(crate) fn shut(&self) {
         self.shut.store(true, Relaxed);
         for ep in self.endpoints.load().iter() {
             ep.mark_removed();
+            ep.retire_series();
+        }
+        let metrics = &self.service.metrics;
+        metrics.remove_service(self.name());
+        let local =
+            std::mem::take(&mut *self.local_series.lock().unwrap_or_else(|p| p.into_inner()));
+        for labels in local {
+            metrics.requests.remove(&labels);
         }
     }
 }
@@ -606,6 +624,29 @@ mod tests {
         find(&pool, 2).set_state(ConnState::Ready, None);
         let ep = pool.pick(Protocol::Http2, None, Duration::ZERO).await;
         assert_eq!(ep.unwrap().addr.port(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_shut_pool_leaves_no_series() {
+        let metrics = Arc::new(Metrics::new());
+        let pool = Arc::new(Pool::new(
+            ServiceKey::new("svc", "ns", PortRef::Number(80)),
+            Arc::new(ProxyConfig::defaults()),
+            metrics.clone(),
+            "test".into(),
+            false,
+        ));
+        pool.apply(Update::Reset(vec![meta(1)]));
+        find(&pool, 1).count_status(Some(0), 200);
+        find(&pool, 1).count_status(Some(99), 200);
+        pool.count_local("", Some(14), 200);
+        pool.count_local("127.0.0.1:1", None, 502);
+        pool.observe_duration(Duration::from_millis(1));
+        let before = metrics.encode(|_| ());
+        assert!(before.contains("grpc_status=\"other\""), "{before}");
+        pool.shut();
+        let text = metrics.encode(|_| ());
+        assert!(!text.contains("svc.ns:80"), "{text}");
     }
 
     #[tokio::test]

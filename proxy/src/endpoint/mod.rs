@@ -10,7 +10,7 @@ pub(crate) mod driver;
 pub(crate) mod ewma;
 pub(crate) mod health;
 
-use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
+use crate::metrics::{EndpointLabels, MAX_GRPC_STATUS, Metrics, RequestLabels, grpc_status_label};
 use crate::time::now_us;
 use bytes::Bytes;
 use conns::{ConnSet, StreamSlot};
@@ -300,6 +300,12 @@ impl Endpoint {
         self.metrics.count(grpc_status, http_status);
     }
 
+    /// Removes the endpoint's metric series now rather than when it is
+    /// dropped: its service is dropped, and nothing is in flight.
+    pub(crate) fn retire_series(&self) {
+        self.metrics.retire();
+    }
+
     pub(crate) fn metric_labels(&self) -> EndpointLabels {
         EndpointLabels {
             service: self.service.name.to_string(),
@@ -330,15 +336,22 @@ impl Drop for Awaiting {
     }
 }
 
-/// Per-endpoint request counters by status, resolved once each.
+/// Per-endpoint request counters by status, resolved once each; their
+/// series (and the endpoint's other series) go when the endpoint does.
 struct EndpointMetrics {
     metrics: Arc<Metrics>,
     service: String,
     endpoint: String,
-    by_status: Mutex<Vec<((u16, u16), Counter)>>,
+    /// `None` once retired: nothing is counted or removed any more.
+    by_status: Mutex<Option<Vec<StatusCounter>>>,
 }
 
+/// A counter by (gRPC status or [`NO_GRPC`], HTTP status).
+type StatusCounter = ((u16, u16), Counter);
+
 const NO_GRPC: u16 = u16::MAX;
+/// Every status over gRPC's last is counted as one.
+const OTHER_GRPC: u16 = MAX_GRPC_STATUS + 1;
 
 impl EndpointMetrics {
     fn new(metrics: Arc<Metrics>, service: &str, addr: SocketAddr) -> Self {
@@ -346,13 +359,17 @@ impl EndpointMetrics {
             metrics,
             service: service.to_owned(),
             endpoint: addr.to_string(),
-            by_status: Mutex::new(Vec::new()),
+            by_status: Mutex::new(Some(Vec::new())),
         }
     }
 
     fn count(&self, grpc_status: Option<u16>, http_status: u16) {
+        let grpc_status = grpc_status.map(|s| s.min(OTHER_GRPC));
         let key = (grpc_status.unwrap_or(NO_GRPC), http_status);
         let mut cache = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(cache) = cache.as_mut() else {
+            return;
+        };
         if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
             c.inc();
             return;
@@ -367,23 +384,35 @@ impl EndpointMetrics {
         counter.inc();
         cache.push((key, counter));
     }
+
+    /// Removes every series of the endpoint, once.
+    fn retire(&self) {
+        let Some(cache) = self
+            .by_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        for ((grpc, http), _) in cache {
+            self.metrics.requests.remove(&RequestLabels {
+                service: self.service.clone(),
+                endpoint: self.endpoint.clone(),
+                grpc_status: grpc_status_label((grpc != NO_GRPC).then_some(grpc)),
+                http_status: http.to_string(),
+            });
+        }
+        self.metrics.remove_endpoint(&EndpointLabels {
+            service: self.service.clone(),
+            endpoint: self.endpoint.clone(),
+        });
+    }
 }
 
 impl Drop for EndpointMetrics {
     fn drop(&mut self) {
-        let cache = self.by_status.get_mut().unwrap_or_else(|p| p.into_inner());
-        for ((grpc, http), _) in cache.drain(..) {
-            self.metrics.requests.remove(&RequestLabels {
-                service: self.service.clone(),
-                endpoint: self.endpoint.clone(),
-                grpc_status: if grpc == NO_GRPC {
-                    String::new()
-                } else {
-                    grpc.to_string()
-                },
-                http_status: http.to_string(),
-            });
-        }
+        self.retire();
     }
 }
 
@@ -400,7 +429,7 @@ pub(crate) fn request_counter(
         .get_or_create(&RequestLabels {
             service: service.to_owned(),
             endpoint: endpoint.to_owned(),
-            grpc_status: grpc_status.map(|s| s.to_string()).unwrap_or_default(),
+            grpc_status: grpc_status_label(grpc_status),
             http_status: http_status.to_string(),
         })
         .clone()

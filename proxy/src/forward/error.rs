@@ -1,6 +1,6 @@
 //! Errors the proxy answers itself, and how each is told to the app.
 
-use crate::balancer::{NoEndpoint, Overloaded};
+use crate::balancer::{NoEndpoint, Overloaded, TooManyServices};
 use http::StatusCode;
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ pub(crate) enum ProxyError {
     NoEndpoint(#[from] NoEndpoint),
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
+    #[error(transparent)]
+    TooManyServices(#[from] TooManyServices),
     #[error("deadline of {timeout:?} exceeded before service {service} answered")]
     DeadlineExceeded { service: String, timeout: Duration },
     #[error("endpoint {endpoint} of service {service} failed: {why}")]

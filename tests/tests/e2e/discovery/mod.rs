@@ -17,6 +17,7 @@ mod cluster;
 mod conditions;
 mod faults;
 mod garbage;
+mod limits;
 mod missing;
 mod ports;
 mod readiness;
