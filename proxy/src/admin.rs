@@ -280,6 +280,11 @@ pub(crate) struct EndpointView {
     /// it takes less than a full share.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) slow_start_ms: Option<u64>,
+    /// The rate-limit penalty, while it lowers the endpoint's share: each
+    /// RESOURCE_EXHAUSTED or 429 adds one, and it fades over seconds; the
+    /// share is divided by one more than it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rate_limit_penalty: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) last_error: Option<String>,
 }
@@ -333,6 +338,9 @@ fn endpoint_view(ep: &Endpoint, now: u64, slow_start_us: Option<u64>) -> Endpoin
         ejected_for_ms: health.ejected_for_us.map(|us| us / 1000),
         ejection_ms: health.ejection_us.map(|us| us / 1000),
         slow_start_ms: (slow_start_ends > now).then(|| (slow_start_ends - now) / 1000),
+        rate_limit_penalty: Some(ep.rate_limit_penalty(now))
+            .filter(|p| *p >= 0.01)
+            .map(|p| (p * 100.0).round() / 100.0),
         last_error: (ep.state() != ConnState::Ready)
             .then(|| ep.last_error())
             .flatten(),

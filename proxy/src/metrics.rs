@@ -77,6 +77,7 @@ pub struct Metrics {
     /// Unlabelled: a refused service is not worth a series of its own.
     pub(crate) services_refused: Counter,
     pub(crate) ejections: Family<EndpointLabels, Counter>,
+    pub(crate) rate_limited: Family<EndpointLabels, Counter>,
     pub(crate) ejected: Family<EndpointLabels, Gauge>,
     pub(crate) connect_failures: Family<EndpointLabels, Counter>,
     pub(crate) app_connections: Family<ListenerLabels, Counter>,
@@ -104,6 +105,7 @@ impl Metrics {
             overloaded: Family::default(),
             services_refused: Counter::default(),
             ejections: Family::default(),
+            rate_limited: Family::default(),
             ejected: Family::default(),
             connect_failures: Family::default(),
             app_connections: Family::default(),
@@ -155,6 +157,11 @@ impl Metrics {
             "ejections",
             "Times an endpoint was ejected as an outlier",
             m.ejections.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Answers that said an endpoint is rate limited (RESOURCE_EXHAUSTED, HTTP 429); each lowers its share for a while",
+            m.rate_limited.clone(),
         );
         registry.register(
             "ejected",

@@ -13,6 +13,9 @@
 //! - `least-request`: the same two choices, compared on in-flight alone.
 //! - `round-robin`: the next usable endpoint in turn.
 //!
+//! Every kind divides an endpoint's share by its rate-limit penalty (see
+//! [`crate::endpoint::penalty`]) and, in slow start, by its age.
+//!
 //! Sampling stays O(1) however many endpoints there are; only when the
 //! samples keep hitting unusable endpoints does it fall back to a scan.
 
@@ -147,25 +150,37 @@ impl Choice<'_, '_> {
             if !self.usable(ep) {
                 continue;
             }
-            let weight = weight(self.cx, ep);
-            if weight >= 1.0 || rng.f64() < weight {
+            if self.takes_turn(ep, rng) {
                 return Some(ep.clone());
             }
             fallback.get_or_insert(ep);
+            // The turn it passes goes to a random endpoint rather than
+            // always to the next in line, so what it gives up is spread.
+            let other = &eps[rng.usize(..n)];
+            if !Arc::ptr_eq(other, ep) && self.usable(other) && self.takes_turn(other, rng) {
+                return Some(other.clone());
+            }
         }
         fallback.cloned()
+    }
+
+    /// Whether a usable endpoint takes its turn, by its weight.
+    fn takes_turn(&self, ep: &Endpoint, rng: &mut Rng) -> bool {
+        let weight = weight(self.cx, ep);
+        weight >= 1.0 || rng.f64() < weight
     }
 }
 
 /// 0 < weight ≤ 1: how much of a full share `ep` may take now.
 fn weight(cx: &PickContext<'_>, ep: &Endpoint) -> f64 {
-    match (cx.slow_start_us, ep.slow_start_from_us()) {
+    let slow_start = match (cx.slow_start_us, ep.slow_start_from_us()) {
         (Some(window), from) if from != 0 => {
             let age = cx.now_us.saturating_sub(from) as f64;
             (age / window as f64).clamp(0.05, 1.0)
         }
         _ => 1.0,
-    }
+    };
+    slow_start * ep.rate_limit_share(cx.now_us)
 }
 
 /// What sending one more request to `ep` costs; lower is better.
@@ -284,6 +299,30 @@ mod tests {
             counts[i] += 1;
         }
         counts.iter().map(|&c| c as f64 / draws as f64).collect()
+    }
+
+    #[test]
+    fn a_rate_limited_endpoint_gets_a_smaller_share_under_every_kind() {
+        let f = Fixture::new();
+        let eps: Vec<_> = (0..3).map(|i| f.endpoint(i, 1000.0)).collect();
+        // Three refusals: a penalty of 3, a quarter of the share.
+        for _ in 0..3 {
+            eps[2].record_rate_limited(NOW);
+        }
+        for kind in KINDS {
+            let share = shares(&eps, &f.cx(kind), 7, 30_000)[2];
+            // least-request compares instead of weighing: with nothing in
+            // flight anywhere, the cheaper one always wins.
+            let keeps_some = kind != Balancer::LeastRequest;
+            assert!(
+                share < 1.0 / 6.0 && (share > 0.0 || !keeps_some),
+                "{kind:?}: the rate-limited endpoint took {share:.3}"
+            );
+        }
+        // Loaded enough, even least-request sends it some.
+        let _busy: Vec<_> = eps[..2].iter().flat_map(|ep| load(ep, 4)).collect();
+        let share = shares(&eps, &f.cx(Balancer::LeastRequest), 7, 30_000)[2];
+        assert!(share > 0.0, "{share}");
     }
 
     /// Properties are explored from a fixed seed: every run checks the same cases.

@@ -9,6 +9,7 @@ pub(crate) mod conns;
 pub(crate) mod driver;
 pub(crate) mod ewma;
 pub(crate) mod health;
+pub(crate) mod penalty;
 
 use crate::metrics::{EndpointLabels, MAX_GRPC_STATUS, Metrics, RequestLabels, grpc_status_label};
 use crate::time::now_us;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use conns::{ConnSet, StreamSlot};
 use ewma::LatencyEwma;
 use health::{Health, HealthView};
+use penalty::RateLimitPenalty;
 use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -74,6 +76,7 @@ pub struct Endpoint {
     failures: AtomicU64,
     ewma: LatencyEwma,
     health: Health,
+    rate_limit: RateLimitPenalty,
     /// When its slow start began; 0 when it takes a full share at once.
     slow_start_from_us: u64,
     removed: AtomicBool,
@@ -114,6 +117,7 @@ impl Endpoint {
             failures: AtomicU64::new(0),
             ewma: LatencyEwma::new(initial_rtt_us, now),
             health: Health::default(),
+            rate_limit: RateLimitPenalty::default(),
             slow_start_from_us: if slow_start { now } else { 0 },
             removed: AtomicBool::new(false),
             driver: Mutex::new(None),
@@ -208,6 +212,27 @@ impl Endpoint {
     /// An answer's latency (µs), arrived at `now`.
     pub(crate) fn observe_latency(&self, rtt_us: f64, now: u64) {
         self.ewma.observe(rtt_us, now);
+    }
+
+    /// An answer that says the endpoint is rate limited
+    /// (`RESOURCE_EXHAUSTED`, HTTP 429), at `now`: see [`penalty`].
+    pub(crate) fn record_rate_limited(&self, now: u64) {
+        self.rate_limit.hit(now);
+        self.service
+            .metrics
+            .rate_limited
+            .get_or_create(&self.metric_labels())
+            .inc();
+    }
+
+    /// The rate-limit penalty at `now` (0: none).
+    pub(crate) fn rate_limit_penalty(&self, now: u64) -> f64 {
+        self.rate_limit.at(now)
+    }
+
+    /// The share of calls it may take at `now` for being rate limited, 0 < share ≤ 1.
+    pub(crate) fn rate_limit_share(&self, now: u64) -> f64 {
+        self.rate_limit.share(now)
     }
 
     /// How many HTTP/2 connections it has open.

@@ -15,6 +15,7 @@ pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeo
 pub(crate) const UNAVAILABLE: u16 = 14;
 pub(crate) const DEADLINE_EXCEEDED: u16 = 4;
 pub(crate) const INTERNAL: u16 = 13;
+pub(crate) const RESOURCE_EXHAUSTED: u16 = 8;
 
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers

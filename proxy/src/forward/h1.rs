@@ -68,6 +68,9 @@ pub(crate) async fn forward(
                 pool.observe_duration(elapsed);
                 let status = response.status().as_u16();
                 ep.count_status(None, status);
+                if status == 429 {
+                    ep.record_rate_limited(now_us());
+                }
                 if (502..=504).contains(&status) {
                     pool.record_failure(&ep);
                 } else {

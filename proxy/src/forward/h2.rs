@@ -334,6 +334,9 @@ async fn attempt(
             }
         }
     };
+    if grpc_status == Some(grpc::RESOURCE_EXHAUSTED) || http_status == 429 {
+        ep.record_rate_limited(now_us());
+    }
     let failed = matches!(grpc_status, Some(grpc::UNAVAILABLE | grpc::INTERNAL))
         || matches!(http_status, 502..=504);
     if failed {

@@ -11,5 +11,6 @@ mod endpoints;
 mod errors;
 mod http1;
 mod lifecycle;
+mod rate_limits;
 mod smoke;
 mod streaming;
