@@ -206,6 +206,7 @@ impl Metrics {
         self.ejections.remove(labels);
         self.ejected.remove(labels);
         self.connect_failures.remove(labels);
+        self.rate_limited.remove(labels);
     }
 
     /// Encodes every metric; `refresh` first sets the state gauges.
@@ -249,6 +250,7 @@ mod tests {
         m.request_duration.get_or_create(&service).observe(0.1);
         m.connect_failures.get_or_create(&endpoint).inc();
         m.ejected.get_or_create(&endpoint).set(1);
+        m.rate_limited.get_or_create(&endpoint).inc();
         assert!(m.encode(|_| ()).contains("a.ns:1"));
         m.remove_endpoint(&endpoint);
         assert!(!m.encode(|_| ()).contains("127.0.0.1:9"));
