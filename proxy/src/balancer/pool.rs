@@ -390,43 +390,49 @@ impl Pool {
         }
     }
 
-    /// Applies a discovery update.
+    /// Applies a discovery update. Its cost follows the update, not the
+    /// service: the next snapshot is the current one (sorted by address)
+    /// with the removed endpoints taken out and the new ones put in, each
+    /// found by binary search; only a reset looks at every endpoint.
     pub(crate) fn apply(&self, update: Update) {
         self.counters.discovery_updates.inc();
         let current = self.endpoints.load_full();
-        let mut by_addr: HashMap<SocketAddr, Arc<Endpoint>> =
-            current.iter().map(|ep| (ep.addr, ep.clone())).collect();
+        let mut next: Vec<Arc<Endpoint>> = current.as_ref().clone();
+        let mut gone: Vec<Arc<Endpoint>> = Vec::new();
         let mut no_service = None;
         match update {
             Update::Reset(list) => {
-                let keep: std::collections::HashSet<_> = list.iter().map(|m| m.addr).collect();
-                by_addr.retain(|addr, _| keep.contains(addr));
-                self.add(&mut by_addr, list);
+                let keep: HashSet<SocketAddr> = list.iter().map(|m| m.addr).collect();
+                next.retain(|ep| {
+                    let kept = keep.contains(&ep.addr);
+                    if !kept {
+                        gone.push(ep.clone());
+                    }
+                    kept
+                });
+                self.add(&mut next, list);
             }
-            Update::Add(list) => self.add(&mut by_addr, list),
+            Update::Add(list) => self.add(&mut next, list),
             Update::Remove(addrs) => {
                 for addr in addrs {
-                    by_addr.remove(&addr);
+                    if let Ok(i) = next.binary_search_by_key(&addr, |ep| ep.addr) {
+                        gone.push(next.remove(i));
+                    }
                 }
             }
             Update::NoService(why) => {
-                by_addr.clear();
+                gone = std::mem::take(&mut next);
                 no_service = Some(why);
             }
         }
-        let mut next: Vec<_> = by_addr.into_values().collect();
-        next.sort_by_key(|ep| ep.addr);
-        for gone in current
-            .iter()
-            .filter(|ep| !next.iter().any(|n| Arc::ptr_eq(n, ep)))
-        {
-            self.outlier.forget(gone);
-            gone.mark_removed();
-            if gone.in_flight() > 0 {
+        for ep in &gone {
+            self.outlier.forget(ep);
+            ep.mark_removed();
+            if ep.in_flight() > 0 {
                 self.draining
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(Arc::downgrade(gone));
+                    .push(Arc::downgrade(ep));
             }
         }
         self.outlier.set_size(next.len());
@@ -449,18 +455,28 @@ impl Pool {
         self.service.changed.notify_waiters();
     }
 
-    fn add(&self, by_addr: &mut HashMap<SocketAddr, Arc<Endpoint>>, list: Vec<EndpointMeta>) {
+    /// Adds what `list` has that `endpoints` (sorted by address) lacks, and
+    /// keeps it sorted; a known endpoint only takes the list's name.
+    fn add(&self, endpoints: &mut Vec<Arc<Endpoint>>, list: Vec<EndpointMeta>) {
         let slow_start = self.is_resolved() && self.config.slow_start.is_some();
-        let initial_rtt = self.typical_rtt();
+        let mut initial_rtt = None;
+        let known = endpoints.len();
+        let mut added: HashMap<SocketAddr, usize> = HashMap::new();
         for meta in list {
-            if let Some(ep) = by_addr.get(&meta.addr) {
-                ep.set_name(meta.name);
+            let found = endpoints[..known]
+                .binary_search_by_key(&meta.addr, |ep| ep.addr)
+                .ok()
+                .or_else(|| added.get(&meta.addr).copied());
+            if let Some(i) = found {
+                endpoints[i].set_name(meta.name);
                 continue;
             }
+            added.insert(meta.addr, endpoints.len());
+            let rtt = *initial_rtt.get_or_insert_with(|| self.typical_rtt());
             let ep = Endpoint::new(
                 meta.addr,
                 meta.name,
-                initial_rtt,
+                rtt,
                 self.service.clone(),
                 slow_start,
                 now_us(),
@@ -469,7 +485,11 @@ impl Pool {
             driver::spawn(ep.clone(), self.config.clone(), move |ep| {
                 outlier.on_failure(ep, now_us());
             });
-            by_addr.insert(meta.addr, ep);
+            endpoints.push(ep);
+        }
+        if endpoints.len() > known {
+            // A sorted run and a short tail: the sort merges them in O(n).
+            endpoints.sort_by_key(|ep| ep.addr);
         }
     }
 
@@ -568,6 +588,58 @@ mod tests {
         assert_eq!(ports(&pool.endpoints()), [2, 4]);
         assert!(Arc::ptr_eq(&kept, &find(&pool, 2)));
         assert!(!kept.is_removed());
+    }
+
+    fn update() -> impl proptest::strategy::Strategy<Value = Update> {
+        use proptest::prelude::*;
+        let ports = || proptest::collection::vec(1u16..40, 0..12);
+        prop_oneof![
+            ports().prop_map(|p| Update::Reset(p.into_iter().map(meta).collect())),
+            ports().prop_map(|p| Update::Add(p.into_iter().map(meta).collect())),
+            ports().prop_map(|p| Update::Remove(p.into_iter().map(|p| meta(p).addr).collect())),
+            Just(Update::NoService("gone".into())),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the updates, the pool holds exactly the set they
+        /// describe, sorted and without repeats, and an endpoint that stayed
+        /// throughout is the same endpoint (its connection and statistics).
+        #[test]
+        fn the_pool_follows_any_updates_and_keeps_what_stayed(
+            updates in proptest::collection::vec(update(), 1..30)
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let _entered = runtime.enter();
+            let pool = pool(ProxyConfig::defaults());
+            let mut model = std::collections::BTreeSet::new();
+            for update in updates {
+                let before: HashMap<u16, Arc<Endpoint>> =
+                    pool.endpoints().iter().map(|ep| (ep.addr.port(), ep.clone())).collect();
+                match &update {
+                    Update::Reset(list) => model = list.iter().map(|m| m.addr.port()).collect(),
+                    Update::Add(list) => model.extend(list.iter().map(|m| m.addr.port())),
+                    Update::Remove(addrs) => {
+                        for a in addrs {
+                            model.remove(&a.port());
+                        }
+                    }
+                    Update::NoService(_) => model.clear(),
+                }
+                pool.apply(update);
+                let now = pool.endpoints();
+                let got: Vec<u16> = ports(&now);
+                proptest::prop_assert_eq!(&got, &model.iter().copied().collect::<Vec<_>>());
+                for ep in now.iter() {
+                    if let Some(old) = before.get(&ep.addr.port()) {
+                        proptest::prop_assert!(Arc::ptr_eq(old, ep), "{} was replaced", ep.addr);
+                    }
+                }
+                for (port, old) in &before {
+                    proptest::prop_assert_eq!(old.is_removed(), !model.contains(port));
+                }
+            }
+        }
     }
 
     #[tokio::test]
