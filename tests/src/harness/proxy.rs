@@ -336,11 +336,12 @@ struct Prepared {
 
 fn prepare(options: ProxyOptions) -> Result<Prepared> {
     let mut env = options.env;
-    let outbound = chosen_addr(&mut env, settings::OUTBOUND_ADDR)?;
-    let admin = chosen_addr(&mut env, settings::ADMIN_ADDR)?;
+    let mut taken = Vec::new();
+    let outbound = chosen_addr(&mut env, settings::OUTBOUND_ADDR, &mut taken)?;
+    let admin = chosen_addr(&mut env, settings::ADMIN_ADDR, &mut taken)?;
     let mut upstreams = BTreeMap::new();
     for target in options.upstreams {
-        upstreams.insert(target, free_local_addr()?);
+        upstreams.insert(target, distinct_free_addr(&mut taken)?);
     }
     if !upstreams.is_empty() {
         let listed: Vec<String> = upstreams
@@ -396,13 +397,32 @@ pub async fn run_to_exit(options: ProxyOptions) -> Result<Exited> {
 }
 
 /// The address the test set for `variable`, or a free one, now set.
-fn chosen_addr(env: &mut BTreeMap<String, String>, variable: &str) -> Result<SocketAddr> {
+fn chosen_addr(
+    env: &mut BTreeMap<String, String>,
+    variable: &str,
+    taken: &mut Vec<u16>,
+) -> Result<SocketAddr> {
     if let Some(value) = env.get(variable) {
-        return value
+        let addr: SocketAddr = value
             .parse()
-            .with_context(|| format!("{variable}={value} is not an address"));
+            .with_context(|| format!("{variable}={value} is not an address"))?;
+        taken.push(addr.port());
+        return Ok(addr);
     }
-    let addr = free_local_addr()?;
+    let addr = distinct_free_addr(taken)?;
     env.insert(variable.to_string(), addr.to_string());
     Ok(addr)
+}
+
+/// A free port none of this proxy's other listeners was given: the system
+/// can hand out a port again as soon as the probe socket closes.
+fn distinct_free_addr(taken: &mut Vec<u16>) -> Result<SocketAddr> {
+    for _ in 0..100 {
+        let addr = free_local_addr()?;
+        if !taken.contains(&addr.port()) {
+            taken.push(addr.port());
+            return Ok(addr);
+        }
+    }
+    bail!("no free port distinct from {taken:?} in 100 tries")
 }
