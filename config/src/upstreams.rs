@@ -5,7 +5,7 @@
 //! `SIDELB_UPSTREAMS` variable and the `sidelb.io/upstreams` annotation.
 
 use crate::service::{PortError, PortRef, ServiceKey, is_dns_label};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// One `svc.ns:port=localport` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub fn parse(text: &str, default_namespace: &str) -> Result<Vec<Upstream>, Upstr
                 entry: entry.to_owned(),
                 why,
             })?;
-        if let Some(prev) = out.iter().find(|u| u.listen == upstream.listen) {
+        if let Some(prev) = out.iter().find(|u| overlap(u.listen, upstream.listen)) {
             return Err(UpstreamsError::PortTaken {
                 entry: entry.to_owned(),
                 port: upstream.listen.port(),
@@ -115,9 +115,16 @@ pub enum EntryError {
 }
 
 /// Whether two listen addresses would take the same port: the same address,
-/// or the same port where one of them is a wildcard (`0.0.0.0`, `[::]`).
+/// the same port where one of them is a wildcard (`0.0.0.0`, `[::]`), or
+/// `127.0.0.1` and `::1`, since the proxy binds `127.0.0.1:P` on `[::1]:P`
+/// as well.
 pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    let paired = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    a.port() == b.port()
+        && (paired(a.ip()) == paired(b.ip()) || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Whether `ip` is loopback: `127.0.0.0/8`, `::1`, or an IPv4-mapped IPv6
@@ -189,6 +196,10 @@ mod tests {
         assert!(overlap(addr("127.0.0.1:15001"), addr("127.0.0.1:15001")));
         assert!(!overlap(addr("127.0.0.1:15001"), addr("127.0.0.2:15001")));
         assert!(!overlap(addr("0.0.0.0:4191"), addr("0.0.0.0:4140")));
+        assert!(overlap(addr("127.0.0.1:4140"), addr("[::1]:4140")));
+        assert!(overlap(addr("[::1]:4140"), addr("127.0.0.1:4140")));
+        assert!(!overlap(addr("127.0.0.2:4140"), addr("[::1]:4140")));
+        assert!(!overlap(addr("127.0.0.1:4140"), addr("[::1]:4141")));
     }
 
     #[test]
@@ -251,6 +262,7 @@ mod tests {
             "Greeter:50051=15001",
             "a.b.c:1=2",
             "greeter:50051=15001,orders:1=15001",
+            "greeter:50051=15001,orders:1=[::1]:15001",
         ] {
             let err = parse(bad, "default").unwrap_err().to_string();
             assert!(err.contains("entry `"), "{bad}: {err}");

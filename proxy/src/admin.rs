@@ -59,7 +59,8 @@ pub(crate) struct Admin {
     pub(crate) header_read_timeout: Duration,
 }
 
-pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+/// Serves every listener of the admin address, under one connection cap.
+pub(crate) async fn serve(listeners: Vec<TcpListener>, admin: Arc<Admin>) {
     let connections = Connections::new(MAX_CONNECTIONS);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -67,6 +68,26 @@ pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         .timer(TokioTimer::new())
         .header_read_timeout(admin.header_read_timeout);
     let builder = Arc::new(builder);
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept_loop(
+            listener,
+            connections.clone(),
+            builder.clone(),
+            admin.clone(),
+        ));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+type AdminBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+
+async fn accept_loop(
+    listener: TcpListener,
+    connections: Arc<Connections>,
+    builder: Arc<AdminBuilder>,
+    admin: Arc<Admin>,
+) {
     let admin_port = listener
         .local_addr()
         .map(|a| a.port())
@@ -134,7 +155,7 @@ impl Admin {
         if !allowed(path, peer) {
             return text(
                 StatusCode::FORBIDDEN,
-                self.loopback_only(path, peer.ip(), admin_port),
+                self.loopback_only(path, peer.ip().to_canonical(), admin_port),
                 PLAIN,
             );
         }

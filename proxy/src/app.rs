@@ -33,14 +33,14 @@ pub enum StartError {
     Kubernetes(#[from] KubernetesError),
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr,
-            what: what.to_owned(),
-            source,
-        })
+/// The listeners of `addr`: see [`listener::bind`] for what one address
+/// stands for.
+fn bind(addr: SocketAddr, what: &str) -> Result<Vec<TcpListener>, StartError> {
+    listener::bind::bind(addr).map_err(|e| StartError::Bind {
+        addr: e.addr,
+        what: what.to_owned(),
+        source: e.source,
+    })
 }
 
 /// Everything the running proxy holds; dropping it stops nothing by itself.
@@ -71,22 +71,25 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
         h1: Arc::new(H1Client::new(&config)),
     };
 
-    let outbound = bind(config.outbound_addr, "SIDELB_OUTBOUND_ADDR").await?;
-    let mut listeners = vec![(
-        outbound,
-        Route::ByAuthority(Arc::new(AuthorityRouter {
-            balancers: balancers.clone(),
-            namespace: config.pod_namespace.clone(),
-            cluster_domain: config.cluster_domain.clone(),
-            listen: config.outbound_addr,
-        })),
-    )];
+    let by_authority = Route::ByAuthority(Arc::new(AuthorityRouter {
+        balancers: balancers.clone(),
+        namespace: config.pod_namespace.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        listen: config.outbound_addr,
+    }));
+    let mut listeners: Vec<(TcpListener, Route)> =
+        bind(config.outbound_addr, "SIDELB_OUTBOUND_ADDR")?
+            .into_iter()
+            .map(|l| (l, by_authority.clone()))
+            .collect();
     for upstream in &config.upstreams {
         let what = format!("upstream {}", upstream.service);
-        let listener = bind(upstream.listen, &what).await?;
-        listeners.push((listener, Route::Fixed(balancers.pin(&upstream.service))));
+        let route = Route::Fixed(balancers.pin(&upstream.service));
+        for listener in bind(upstream.listen, &what)? {
+            listeners.push((listener, route.clone()));
+        }
     }
-    let admin_listener = bind(config.admin_addr, "SIDELB_ADMIN_ADDR").await?;
+    let admin_listeners = bind(config.admin_addr, "SIDELB_ADMIN_ADDR")?;
 
     let draining = Arc::new(AtomicBool::new(false));
     let ready = {
@@ -108,7 +111,12 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
         pod_namespace: config.pod_namespace.clone(),
         header_read_timeout: config.header_read_timeout,
     });
-    tokio::spawn(admin::serve(admin_listener, admin));
+    for listener in &admin_listeners {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("admin listening on {addr}");
+        }
+    }
+    tokio::spawn(admin::serve(admin_listeners, admin));
     for (listener, route) in listeners {
         let addr = listener.local_addr().ok();
         let what = match &route {

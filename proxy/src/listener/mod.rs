@@ -8,6 +8,7 @@
 //! (RFC 9113 §3.4). A preface whose first frame is not SETTINGS is
 //! answered with GOAWAY(PROTOCOL_ERROR) and closed.
 
+pub(crate) mod bind;
 pub(crate) mod h1;
 pub(crate) mod h2;
 pub(crate) mod h2_watch;

@@ -6,7 +6,11 @@
 //!   pod namespace                      outside namespace
 //!   lo 127.0.0.1, ::1                  lo
 //!   veth POD_IP 10.250.0.2/30  <────>  veth OUTSIDE_IP 10.250.0.1/30
+//!        POD_IP6 fd00:250::2/64           OUTSIDE_IP6 fd00:250::1/64
 //! ```
+//!
+//! Dual-stack, as a pod on a dual-stack cluster: the IPv6 addresses skip
+//! duplicate address detection (`nodad`), so they work at once.
 //!
 //! Both namespaces are the test's own, so the fixed addresses collide with
 //! nothing and no traffic touches the host's network. Processes run in the
@@ -18,7 +22,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::ffi::OsStr;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +31,9 @@ use std::time::Duration;
 pub const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
 pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
 const PREFIX: u8 = 30;
+pub const POD_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x250, 0, 0, 0, 0, 0, 2);
+pub const OUTSIDE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x250, 0, 0, 0, 0, 0, 1);
+const PREFIX6: u8 = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a test's socket is opened.
@@ -98,9 +105,9 @@ impl PodNet {
             "netns",
             &net.outside,
         ])?;
-        for (ns, dev, addr) in [
-            (&net.pod, veth_pod, POD_IP),
-            (&net.outside, veth_out, OUTSIDE_IP),
+        for (ns, dev, addr, addr6) in [
+            (&net.pod, veth_pod, POD_IP, POD_IP6),
+            (&net.outside, veth_out, OUTSIDE_IP, OUTSIDE_IP6),
         ] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&[
@@ -111,6 +118,17 @@ impl PodNet {
                 &format!("{addr}/{PREFIX}"),
                 "dev",
                 dev,
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr6}/{PREFIX6}"),
+                "dev",
+                dev,
+                "nodad",
             ])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
@@ -175,6 +193,11 @@ impl PodNet {
     /// `addr` with the pod IP, as other pods and the kubelet reach it.
     pub fn pod_addr(port: u16) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(POD_IP), port)
+    }
+
+    /// `addr` with the pod's IPv6 address.
+    pub fn pod_addr6(port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V6(POD_IP6), port)
     }
 }
 

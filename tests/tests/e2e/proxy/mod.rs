@@ -10,6 +10,7 @@ mod deadlines;
 mod endpoints;
 mod errors;
 mod http1;
+mod ipv6;
 mod lifecycle;
 mod rate_limits;
 mod smoke;
