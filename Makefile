@@ -7,6 +7,7 @@
 #                through each; writes bench/RESULTS.md
 #   make fuzz    the property-based fuzz targets (fuzz/) with many cases (PROPTEST_CASES)
 #   make cluster a local Kubernetes control plane built from source (cluster/Makefile.inc)
+#   make demo-cluster  the chart, the real webhook, injected pods and a scale-up on that control plane
 #   make deps    what `make test` needs beyond the toolchains (each target sets up its own)
 
 .DEFAULT_GOAL := all

@@ -15,7 +15,7 @@ use super::process::Process;
 use super::scratch::ScratchDir;
 use crate::node_agent::READY_LINE;
 use anyhow::Result;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct NodeAgent {
     process: Option<Process>,
-    _state: ScratchDir,
+    state: ScratchDir,
 }
 
 impl NodeAgent {
@@ -75,12 +75,19 @@ impl NodeAgent {
             .await?;
         Ok(NodeAgent {
             process: Some(process),
-            _state: state,
+            state,
         })
     }
 
     pub fn process(&self) -> Option<&Process> {
         self.process.as_ref()
+    }
+
+    /// Where the agent writes what container `container` of the pod with
+    /// `uid` prints (stdout and stderr), as a kubelet keeps container logs.
+    pub fn container_log(&self, uid: &str, container: &str) -> PathBuf {
+        let pod = self.state.path().join("pods").join(uid);
+        pod.join("logs").join(format!("{container}.log"))
     }
 }
 

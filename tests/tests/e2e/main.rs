@@ -12,7 +12,8 @@
 //! - [`chart`]: the Helm chart, its copies of the settings and its install;
 //! - [`control_plane`]: `make cluster`'s control plane and script, shown to be the real ones;
 //! - [`node_agent`]: pods run by the node agent against that control plane;
-//! - [`rbac`]: the chart's RBAC and the injector's grants, judged by that API server.
+//! - [`rbac`]: the chart's RBAC and the injector's grants, judged by that API server;
+//! - [`demo_cluster`]: `make demo-cluster`, the whole product path on it.
 //!
 //! Run one concern or one test with a filter:
 //! `cargo test -p sidelb-tests --test e2e -- proxy::balance`.
@@ -20,6 +21,7 @@
 mod backend;
 mod chart;
 mod control_plane;
+mod demo_cluster;
 mod discovery;
 mod injector;
 mod node_agent;
