@@ -4,9 +4,10 @@
 //! containers are never rewritten. An `add` needs its parent to exist and
 //! inserts into arrays at an index, so each path is chosen from the pod as it
 //! arrived: the whole array or map when it is missing (or `null`), an element
-//! or key when it is there. Paths are built from tokens, which escapes `/` as
+//! or key when it is there (an empty list of containers is added whole). Paths are built from tokens, which escapes `/` as
 //! `~1` and `~` as `~0` (`/metadata/annotations/sidelb.io~1injected`).
 
+use crate::review::PodObject;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{Container, Volume};
@@ -21,86 +22,68 @@ pub struct Additions<'a> {
     pub annotations: &'a [(&'a str, &'a str)],
 }
 
-/// The patch for `pod` (the object from the review, untouched).
-pub fn build(pod: &Value, add: &Additions<'_>) -> Result<Patch, serde_json::Error> {
+/// The patch for `pod` (the object from the review, as read).
+pub fn build(pod: &PodObject, add: &Additions<'_>) -> Result<Patch, serde_json::Error> {
+    let spec = pod.spec.as_ref();
     let mut ops = Vec::new();
-    let list = if add.native {
-        "initContainers"
+    let (list, present) = if add.native {
+        (
+            "initContainers",
+            spec.and_then(|s| s.init_containers.as_deref()),
+        )
     } else {
-        "containers"
+        ("containers", spec.map(|s| &s.containers[..]))
     };
     let container = serde_json::to_value(add.container)?;
-    ops.push(insert_first(pod, &["spec", list], container));
+    ops.push(match present {
+        Some(items) if !items.is_empty() => op(&["spec", list, "0"], container),
+        _ => add_under(spec.is_some(), "spec", list, json!([container])),
+    });
     if let Some(volume) = add.volume {
-        ops.push(append(
-            pod,
-            &["spec", "volumes"],
-            serde_json::to_value(volume)?,
-        ));
+        let volume = serde_json::to_value(volume)?;
+        ops.push(match spec.and_then(|s| s.volumes.as_ref()) {
+            Some(_) => op(&["spec", "volumes", "-"], volume),
+            None => add_under(spec.is_some(), "spec", "volumes", json!([volume])),
+        });
     }
-    ops.extend(set_keys(pod, &["metadata", "annotations"], add.annotations));
-    Ok(Patch(ops))
-}
-
-fn pointer(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-fn lookup<'v>(pod: &'v Value, tokens: &[&str]) -> Option<&'v Value> {
-    tokens
-        .iter()
-        .try_fold(pod, |v, t| v.get(t))
-        .filter(|v| !v.is_null())
-}
-
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
-/// Adds `value` where the missing parts of `tokens` start, wrapping it in the
-/// objects that are missing on the way (a pod without `metadata` gets one).
-fn add_nested(pod: &Value, tokens: &[&str], value: Value) -> PatchOperation {
-    let existing = (0..tokens.len())
-        .rev()
-        .find(|&n| n == 0 || lookup(pod, &tokens[..n]).is_some_and(Value::is_object))
-        .unwrap_or(0);
-    let wrapped = tokens[existing + 1..]
-        .iter()
-        .rev()
-        .fold(value, |inner, key| json!({ *key: inner }));
-    add(pointer(&tokens[..=existing]), wrapped)
-}
-
-fn insert_first(pod: &Value, array: &[&str], item: Value) -> PatchOperation {
-    match lookup(pod, array) {
-        Some(Value::Array(items)) if !items.is_empty() => {
-            add(pointer(&[array, &["0"]].concat()), item)
-        }
-        _ => add_nested(pod, array, json!([item])),
-    }
-}
-
-fn append(pod: &Value, array: &[&str], item: Value) -> PatchOperation {
-    match lookup(pod, array) {
-        Some(Value::Array(_)) => add(pointer(&[array, &["-"]].concat()), item),
-        _ => add_nested(pod, array, json!([item])),
-    }
-}
-
-fn set_keys(pod: &Value, map: &[&str], entries: &[(&str, &str)]) -> Vec<PatchOperation> {
-    match lookup(pod, map) {
-        Some(Value::Object(_)) => entries
-            .iter()
-            .map(|(key, value)| add(pointer(&[map, &[key]].concat()), json!(value)))
-            .collect(),
-        _ if entries.is_empty() => Vec::new(),
-        _ => {
-            let whole: serde_json::Map<String, Value> = entries
+    let metadata = pod.metadata.as_ref();
+    match metadata.and_then(|m| m.annotations.as_ref()) {
+        Some(_) => ops.extend(
+            add.annotations
+                .iter()
+                .map(|(key, value)| op(&["metadata", "annotations", key], json!(value))),
+        ),
+        None if add.annotations.is_empty() => {}
+        None => {
+            let whole: serde_json::Map<String, Value> = add
+                .annotations
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), json!(v)))
                 .collect();
-            vec![add_nested(pod, map, Value::Object(whole))]
+            let whole = Value::Object(whole);
+            ops.push(add_under(
+                metadata.is_some(),
+                "metadata",
+                "annotations",
+                whole,
+            ));
         }
+    }
+    Ok(Patch(ops))
+}
+
+fn op(tokens: &[&str], value: Value) -> PatchOperation {
+    let path = PointerBuf::from_tokens(tokens.iter().copied());
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+/// Adds `key` under the top-level `parent`, or the parent itself with it
+/// when the pod has none (a pod without `metadata` gets one).
+fn add_under(parent_exists: bool, parent: &str, key: &str, value: Value) -> PatchOperation {
+    if parent_exists {
+        op(&[parent, key], value)
+    } else {
+        op(&[parent], json!({ key: value }))
     }
 }
 
@@ -123,7 +106,8 @@ mod tests {
             volume: Some(&volume),
             annotations: &[("sidelb.io/injected", "1"), ("a~b/c", "x")],
         };
-        let patch = build(&pod, &add).unwrap();
+        let typed: PodObject = serde_json::from_value(pod.clone()).unwrap();
+        let patch = build(&typed, &add).unwrap();
         let mut applied = pod.clone();
         json_patch::patch(&mut applied, &patch).unwrap();
         assert_eq!(

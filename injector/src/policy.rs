@@ -11,8 +11,7 @@
 //! named, rather than injected with a proxy that would fail to start.
 
 use crate::config::{self, ProxyResources, RESOURCE_ANNOTATIONS, SidecarDefaults};
-use crate::review::AdmissionRequest;
-use k8s_openapi::api::core::v1::Pod;
+use crate::review::{AdmissionRequest, PodObject};
 use sidelb_config::names;
 use sidelb_config::settings::{self, SETTINGS};
 use sidelb_config::{ProxyConfig, Setting, quantity, upstreams};
@@ -87,38 +86,43 @@ pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 /// The preferred name of the proxy's own token volume.
 pub const TOKEN_VOLUME: &str = "sidelb-proxy-token";
 
-pub fn decide(req: &AdmissionRequest, defaults: &SidecarDefaults) -> Result<Decision, PolicyError> {
+/// Why a request is not a Pod CREATE, the only one the injector changes.
+pub fn not_a_pod_create(req: &AdmissionRequest<'_>) -> Option<Skip> {
     if !req.is_pod() {
-        return Ok(Decision::Skip(Skip::NotAPod));
+        return Some(Skip::NotAPod);
     }
-    if req.operation != "CREATE" {
-        return Ok(Decision::Skip(Skip::NotCreate));
-    }
-    let object = req.object.as_ref().filter(|o| !o.is_null());
-    let pod: Pod = serde_json::from_value(object.ok_or(PolicyError::MissingObject)?.clone())?;
-    if has_proxy(&pod) {
-        return Ok(Decision::Skip(Skip::AlreadyInjected));
-    }
-    let disabled = |map: &Option<BTreeMap<String, String>>| {
-        map.as_ref()
-            .and_then(|m| m.get(names::INJECT))
-            .map(|v| v.trim())
-            == Some(names::INJECT_DISABLED)
-    };
-    if disabled(&pod.metadata.labels) {
-        return Ok(Decision::Skip(Skip::DisabledByLabel));
-    }
-    if disabled(&pod.metadata.annotations) {
-        return Ok(Decision::Skip(Skip::DisabledByAnnotation));
-    }
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    Ok(match plan(&pod, &annotations, defaults) {
-        Ok(plan) => Decision::Inject(plan),
-        Err(problems) => Decision::Refuse(problems.join("; ")),
-    })
+    (req.operation != "CREATE").then_some(Skip::NotCreate)
 }
 
-fn has_proxy(pod: &Pod) -> bool {
+/// The pod of a Pod CREATE, read from the request's raw object once.
+pub fn read_pod(req: &AdmissionRequest<'_>) -> Result<PodObject, PolicyError> {
+    let object = req.object.ok_or(PolicyError::MissingObject)?;
+    Ok(serde_json::from_str(object.get())?)
+}
+
+pub fn decide(pod: &PodObject, defaults: &SidecarDefaults) -> Decision {
+    if has_proxy(pod) {
+        return Decision::Skip(Skip::AlreadyInjected);
+    }
+    let metadata = pod.metadata.as_ref();
+    let disabled = |map: Option<&BTreeMap<String, String>>| {
+        map.and_then(|m| m.get(names::INJECT)).map(|v| v.trim()) == Some(names::INJECT_DISABLED)
+    };
+    if disabled(metadata.and_then(|m| m.labels.as_ref())) {
+        return Decision::Skip(Skip::DisabledByLabel);
+    }
+    let annotations = metadata.and_then(|m| m.annotations.as_ref());
+    if disabled(annotations) {
+        return Decision::Skip(Skip::DisabledByAnnotation);
+    }
+    let none = BTreeMap::new();
+    match plan(pod, annotations.unwrap_or(&none), defaults) {
+        Ok(plan) => Decision::Inject(plan),
+        Err(problems) => Decision::Refuse(problems.join("; ")),
+    }
+}
+
+fn has_proxy(pod: &PodObject) -> bool {
     let Some(spec) = &pod.spec else { return false };
     let init = spec.init_containers.iter().flatten();
     spec.containers
@@ -142,7 +146,7 @@ fn sidecar_can_use(setting: &Setting, key: &str, value: &str) -> Result<(), Stri
 
 /// The plan, or every problem found in the annotations.
 fn plan(
-    pod: &Pod,
+    pod: &PodObject,
     annotations: &BTreeMap<String, String>,
     defaults: &SidecarDefaults,
 ) -> Result<Plan, Vec<String>> {
@@ -269,7 +273,7 @@ fn plan(
     })
 }
 
-fn free_volume_name(pod: &Pod) -> String {
+fn free_volume_name(pod: &PodObject) -> String {
     let taken: Vec<&str> = pod
         .spec
         .iter()
@@ -337,12 +341,19 @@ mod tests {
     /// The decision in a few words: `skip:<reason>`, `inject`, `refuse:<message>`
     /// or `error:<message>`.
     fn outcome(req: &Value) -> (String, Option<Plan>) {
-        let req: AdmissionRequest = serde_json::from_value(req.clone()).expect("a request");
-        match decide(&req, &defaults()) {
-            Ok(Decision::Skip(skip)) => (format!("skip:{}", skip.reason()), None),
-            Ok(Decision::Inject(plan)) => ("inject".into(), Some(plan)),
-            Ok(Decision::Refuse(why)) => (format!("refuse:{why}"), None),
-            Err(e) => (format!("error:{e}"), None),
+        let text = req.to_string();
+        let req: AdmissionRequest = serde_json::from_str(&text).expect("a request");
+        if let Some(skip) = not_a_pod_create(&req) {
+            return (format!("skip:{}", skip.reason()), None);
+        }
+        let pod = match read_pod(&req) {
+            Ok(pod) => pod,
+            Err(e) => return (format!("error:{e}"), None),
+        };
+        match decide(&pod, &defaults()) {
+            Decision::Skip(skip) => (format!("skip:{}", skip.reason()), None),
+            Decision::Inject(plan) => ("inject".into(), Some(plan)),
+            Decision::Refuse(why) => (format!("refuse:{why}"), None),
         }
     }
 

@@ -7,9 +7,16 @@
 //! newer server must not break an older injector. What the injector relies on
 //! (`apiVersion`, `kind`, `request.uid`, `request.kind`, `request.operation`)
 //! is required, so a body without it is refused with a reason.
+//!
+//! A review is up to 3 MiB and is read once: the object stays the raw JSON
+//! text it arrived as (borrowed from the body, not copied) until a Pod CREATE
+//! is read from it, into [`PodObject`] directly, so no generic JSON tree of it
+//! is built or cloned. `oldObject` is skipped without being kept.
 
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -17,15 +24,16 @@ pub const KIND: &str = "AdmissionReview";
 /// A review as the API server sends it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionReview {
+pub struct AdmissionReview<'a> {
     pub api_version: String,
     pub kind: String,
-    pub request: Option<AdmissionRequest>,
+    #[serde(borrow)]
+    pub request: Option<AdmissionRequest<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest {
+pub struct AdmissionRequest<'a> {
     pub uid: String,
     pub kind: GroupVersionKind,
     #[serde(default)]
@@ -33,9 +41,9 @@ pub struct AdmissionRequest {
     pub operation: String,
     #[serde(default)]
     pub namespace: Option<String>,
-    /// The object being admitted; `null` for DELETE.
-    #[serde(default)]
-    pub object: Option<Value>,
+    /// The object being admitted, as raw JSON; `None` when `null` (DELETE).
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
     /// Nothing is to be persisted, so nothing is to be done outside the answer.
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -49,7 +57,17 @@ pub struct GroupVersionKind {
     pub kind: String,
 }
 
-impl AdmissionRequest {
+/// A Pod as the injector reads it. `metadata` stays optional (unlike
+/// k8s-openapi's `Pod`) so the patch can tell a missing one from an empty one.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodObject {
+    #[serde(default)]
+    pub metadata: Option<ObjectMeta>,
+    #[serde(default)]
+    pub spec: Option<PodSpec>,
+}
+
+impl AdmissionRequest<'_> {
     /// A Pod itself (not a subresource such as `pods/binding`).
     pub fn is_pod(&self) -> bool {
         self.kind.group.is_empty()

@@ -9,6 +9,14 @@
 //! one, so held-open connections cannot keep the kubelet's probes or
 //! kube-apiserver out), and never the server.
 //!
+//! At most [`MAX_REVIEWS`] reviews are read and answered at once, each up to
+//! [`MAX_BODY`]: a review waits for its turn before its body is read, so a
+//! burst of large reviews costs a few bodies of memory, not one per request.
+//! One that waits longer than [`REVIEW_WAIT`] is answered `429` with
+//! `Retry-After`; kube-apiserver counts any non-200 answer as a failed call
+//! and applies the webhook's failure policy, as it does for a timeout, but
+//! sooner and with the reason in its log.
+//!
 //! Errors the server answers itself are `meta/v1` Status documents, the shape
 //! kube-apiserver reads a failed webhook call's reason from.
 
@@ -32,7 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -49,6 +57,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections open at once: each kube-apiserver keeps a few, the
 /// kubelet probes on a new one each time.
 pub const MAX_CONNECTIONS: usize = 256;
+/// HTTP/2 flow-control window, per stream and per connection: what a
+/// waiting review can have buffered before its turn (hyper's default is 1 MiB).
+const WINDOW: u32 = 256 * 1024;
+/// Reviews read and answered at once; a review takes a few milliseconds of
+/// CPU, so a few at once keep both cores busy.
+pub const MAX_REVIEWS: usize = 4;
+/// How long a review waits for its turn before it is answered `429`, well
+/// inside kube-apiserver's 10 s webhook timeout.
+pub const REVIEW_WAIT: Duration = Duration::from_secs(2);
 /// A connection with no review in flight for this long is closed (GOAWAY
 /// first on HTTP/2, which kube-apiserver's client reconnects after).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,6 +76,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Set when the injector grants injected namespaces the proxy's access.
     pub grants: Option<Grants>,
+    /// Turns to read and answer a review, [`MAX_REVIEWS`] of them.
+    reviews: Semaphore,
 }
 
 /// Accepts connections until `shutdown` completes, then lets open ones finish.
@@ -131,6 +150,10 @@ async fn connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW);
     let service = service_fn(move |req| {
         let app = app.clone();
         async move { Ok::<_, Infallible>(route(&app, req).await) }
@@ -200,6 +223,17 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return too_large();
     }
+    let Ok(Ok(_turn)) = tokio::time::timeout(REVIEW_WAIT, app.reviews.acquire()).await else {
+        app.metrics.admission("error", "busy");
+        tracing::warn!("answered a review 429: {MAX_REVIEWS} were in progress for {REVIEW_WAIT:?}");
+        let message = format!(
+            "sidelb-injector is busy: {MAX_REVIEWS} reviews were in progress for {REVIEW_WAIT:?}; retry"
+        );
+        let mut busy = status(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
+    };
     let read = tokio::time::timeout(
         BODY_READ_TIMEOUT,
         Limited::new(req.into_body(), MAX_BODY).collect(),
@@ -296,6 +330,7 @@ impl App {
             defaults,
             metrics,
             grants,
+            reviews: Semaphore::new(MAX_REVIEWS),
         }
     }
 }

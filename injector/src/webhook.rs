@@ -9,7 +9,7 @@
 use crate::config::SidecarDefaults;
 use crate::patch::{self, Additions};
 use crate::policy::{self, Decision, PolicyError};
-use crate::review::{self, AdmissionResponse, AdmissionReview, ReviewResponse};
+use crate::review::{self, AdmissionResponse, AdmissionReview, PodObject, ReviewResponse};
 use crate::sidecar;
 use sidelb_config::names;
 
@@ -77,10 +77,20 @@ pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadRevi
     if request.uid.is_empty() {
         return Err(BadReview::NoUid);
     }
-    let decision = policy::decide(&request, defaults)?;
     let uid = request.uid.clone();
     let namespace = request.namespace.as_deref().unwrap_or_default();
-    let pod = pod_name(request.object.as_ref());
+    if let Some(skip) = policy::not_a_pod_create(&request) {
+        let reason = skip.reason();
+        tracing::debug!(uid, namespace, reason, "left alone");
+        return Ok(Answer {
+            review: ReviewResponse::from(AdmissionResponse::allow(uid)),
+            outcome: outcome("skipped", reason),
+            grant: None,
+        });
+    }
+    let object = policy::read_pod(&request)?;
+    let decision = policy::decide(&object, defaults);
+    let pod = pod_name(&object);
     let mut grant = None;
     let (response, outcome) = match decision {
         Decision::Skip(skip) => {
@@ -105,8 +115,7 @@ pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadRevi
                 volume: volume.as_ref(),
                 annotations: &annotations,
             };
-            let object = request.object.as_ref().unwrap_or(&serde_json::Value::Null);
-            let patch = patch::build(object, &additions).and_then(|p| serde_json::to_vec(&p));
+            let patch = patch::build(&object, &additions).and_then(|p| serde_json::to_vec(&p));
             let patch = patch.map_err(BadReview::Encode)?;
             let kind = if plan.native {
                 "native-sidecar"
@@ -130,15 +139,14 @@ pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadRevi
 }
 
 /// The pod's name, or its `generateName` and `*` before it has one.
-fn pod_name(object: Option<&serde_json::Value>) -> String {
-    let metadata = object.map(|o| &o["metadata"]);
-    let field = |key: &str| {
-        metadata
-            .and_then(|m| m[key].as_str())
-            .filter(|s| !s.is_empty())
-    };
-    match (field("name"), field("generateName")) {
-        (Some(name), _) => name.to_owned(),
+fn pod_name(pod: &PodObject) -> String {
+    let metadata = pod.metadata.as_ref();
+    let field = |value: Option<&String>| value.filter(|s| !s.is_empty()).cloned();
+    match (
+        field(metadata.and_then(|m| m.name.as_ref())),
+        field(metadata.and_then(|m| m.generate_name.as_ref())),
+    ) {
+        (Some(name), _) => name,
         (None, Some(prefix)) => format!("{prefix}*"),
         (None, None) => String::new(),
     }

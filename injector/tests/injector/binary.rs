@@ -2,55 +2,25 @@
 //! environment variables, logging where it listens, stopping on SIGTERM.
 
 use crate::support::client::{self, Proto};
-use crate::support::pki::{Ca, TempDir};
+use crate::support::process::{BIN, Process};
 use crate::support::reviews::{bare, proxy};
 use crate::support::{Admission, MUTATE};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sidelb-injector");
 const BOUND: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn serves_with_environment_configuration_and_stops_on_sigterm() {
-    let dir = TempDir::new("binary");
-    let ca = Ca::new("binary CA");
-    let (cert, key) = ca.leaf("binary").write(dir.path());
-    let mut child = Command::new(BIN)
-        .env("SIDELB_INJECTOR_ADDR", "127.0.0.1:0")
-        .env("SIDELB_TLS_CERT", &cert)
-        .env("SIDELB_TLS_KEY", &key)
-        .env(
+    let mut injector = Process::start(&[
+        (
             "SIDELB_PROXY_IMAGE",
             "registry.example/sidelb/proxy:from-env",
-        )
-        .env("SIDELB_DEFAULT_BALANCER", "round-robin")
-        .env("SIDELB_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = tokio::time::timeout(BOUND, async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            if let Some(rest) = line.split("listening on https://").nth(1) {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .expect("an address")
-                    .parse()
-                    .expect("ip:port");
-            }
-        }
-        panic!("the binary exited without listening");
-    })
-    .await
-    .expect("the binary says where it listens");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-    let mut conn = client::connect(addr, &ca.pem(), Proto::H2)
+        ),
+        ("SIDELB_DEFAULT_BALANCER", "round-robin"),
+    ])
+    .await;
+    let mut conn = client::connect(injector.addr, &injector.ca.pem(), Proto::H2)
         .await
         .expect("connect");
     assert_eq!(conn.get("/healthz").await.status, 200);
@@ -70,6 +40,7 @@ async fn serves_with_environment_configuration_and_stops_on_sigterm() {
     );
     drop(conn);
 
+    let child = &mut injector.child;
     let pid = child.id().expect("running").to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])

@@ -5,6 +5,7 @@ mod admission;
 mod binary;
 mod contract;
 mod http;
+mod load;
 mod refusals;
 mod schema;
 mod support;

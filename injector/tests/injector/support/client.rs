@@ -53,6 +53,7 @@ pub struct Conn {
 
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub content_type: String,
     pub body: Bytes,
 }
@@ -185,6 +186,7 @@ impl Conn {
         }
         .map_err(|e| e.to_string())?;
         let status = response.status();
+        let headers = response.headers().clone();
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -199,6 +201,7 @@ impl Conn {
             .to_bytes();
         Ok(Reply {
             status,
+            headers,
             content_type,
             body,
         })

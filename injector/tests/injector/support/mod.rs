@@ -6,6 +6,7 @@ pub mod client;
 pub mod kube_validate;
 pub mod pki;
 pub mod pod_security;
+pub mod process;
 pub mod reviews;
 
 use client::{Conn, Proto};
