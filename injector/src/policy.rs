@@ -23,7 +23,15 @@ pub enum Decision {
     Skip(Skip),
     Inject(Plan),
     /// Refused, with a message for the user.
-    Refuse(String),
+    Refuse(Refusal),
+}
+
+/// Why a pod is refused, for metrics, and the message for the user.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `invalid-annotation` or `port-clash`.
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// Why a request is allowed unchanged.
@@ -34,6 +42,8 @@ pub enum Skip {
     DisabledByLabel,
     DisabledByAnnotation,
     AlreadyInjected,
+    /// On the node's network: the sidecar's ports would be the node's.
+    HostNetwork,
 }
 
 impl Skip {
@@ -45,7 +55,22 @@ impl Skip {
             Skip::DisabledByLabel => "disabled-by-label",
             Skip::DisabledByAnnotation => "disabled-by-annotation",
             Skip::AlreadyInjected => "already-injected",
+            Skip::HostNetwork => "host-network",
         }
+    }
+
+    /// What the user who created the pod is told, when it is not what they asked for.
+    pub fn warning(self) -> Option<String> {
+        (self == Skip::HostNetwork).then(|| {
+            format!(
+                "sidelb-injector: this pod uses hostNetwork, so sidelb-proxy was not added: \
+                 its listeners ({outbound} and the admin port {admin}) would be the node's, \
+                 shared with the node and every other hostNetwork pod on it; call Services \
+                 directly from this pod, or run it without hostNetwork to get the proxy",
+                outbound = ProxyConfig::defaults().outbound_addr,
+                admin = names::SIDECAR_ADMIN_ADDR.port(),
+            )
+        })
     }
 }
 
@@ -115,11 +140,80 @@ pub fn decide(pod: &PodObject, defaults: &SidecarDefaults) -> Decision {
     if disabled(annotations) {
         return Decision::Skip(Skip::DisabledByAnnotation);
     }
-    let none = BTreeMap::new();
-    match plan(pod, annotations.unwrap_or(&none), defaults) {
-        Ok(plan) => Decision::Inject(plan),
-        Err(problems) => Decision::Refuse(problems.join("; ")),
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.host_network) == Some(true) {
+        return Decision::Skip(Skip::HostNetwork);
     }
+    let none = BTreeMap::new();
+    let refuse = |reason, problems: Vec<String>| {
+        let message = problems.join("; ");
+        Decision::Refuse(Refusal { reason, message })
+    };
+    let plan = match plan(pod, annotations.unwrap_or(&none), defaults) {
+        Ok(plan) => plan,
+        Err(problems) => return refuse("invalid-annotation", problems),
+    };
+    match port_clashes(pod, &sidecar_ports(&plan.proxy_env)) {
+        clashes if clashes.is_empty() => Decision::Inject(plan),
+        clashes => refuse("port-clash", clashes),
+    }
+}
+
+/// The TCP ports the sidecar listens on in the pod's network namespace, and
+/// what for.
+fn sidecar_ports(proxy_env: &[(&str, String)]) -> Vec<(u16, String)> {
+    let mut ports = vec![
+        (
+            ProxyConfig::defaults().outbound_addr.port(),
+            "its outbound listener".to_owned(),
+        ),
+        (
+            names::SIDECAR_ADMIN_ADDR.port(),
+            "its admin server, probed by the kubelet".to_owned(),
+        ),
+    ];
+    let list = proxy_env
+        .iter()
+        .find(|(env, _)| *env == settings::UPSTREAMS)
+        .and_then(|(_, value)| upstreams::parse(value, "default").ok());
+    for upstream in list.iter().flatten() {
+        let what = format!("the local port of upstream `{}`", upstream.service);
+        ports.push((upstream.listen.port(), what));
+    }
+    ports
+}
+
+/// Every TCP port a container of the pod declares that the sidecar would
+/// listen on too: one of them would fail to start.
+fn port_clashes(pod: &PodObject, ports: &[(u16, String)]) -> Vec<String> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    let init = spec.init_containers.iter().flatten();
+    let mut clashes = Vec::new();
+    for container in init.chain(&spec.containers) {
+        for declared in container.ports.iter().flatten() {
+            if declared.protocol.as_deref().is_some_and(|p| p != "TCP") {
+                continue;
+            }
+            let Some((port, what)) = ports
+                .iter()
+                .find(|(port, _)| i32::from(*port) == declared.container_port)
+            else {
+                continue;
+            };
+            clashes.push(format!(
+                "container `{}` uses port {port}, which {proxy} listens on ({what}); \
+                 move the container to another port, or leave this pod uninjected \
+                 with the annotation {inject}: {disabled}",
+                container.name,
+                proxy = names::PROXY_CONTAINER,
+                inject = names::INJECT,
+                disabled = names::INJECT_DISABLED,
+            ));
+        }
+    }
+    clashes
 }
 
 fn has_proxy(pod: &PodObject) -> bool {
@@ -353,7 +447,7 @@ mod tests {
         match decide(&pod, &defaults()) {
             Decision::Skip(skip) => (format!("skip:{}", skip.reason()), None),
             Decision::Inject(plan) => ("inject".into(), Some(plan)),
-            Decision::Refuse(why) => (format!("refuse:{why}"), None),
+            Decision::Refuse(why) => (format!("refuse:{}:{}", why.reason, why.message), None),
         }
     }
 
@@ -425,33 +519,137 @@ mod tests {
             (
                 "a bad balancer",
                 annotated(json!({"sidelb.io/balancer": "random"})),
-                "refuse:sidelb.io/balancer",
+                "refuse:invalid-annotation:sidelb.io/balancer",
             ),
             (
                 "a bad native-sidecar",
                 annotated(json!({(names::NATIVE_SIDECAR): "yes"})),
-                "refuse:sidelb.io/native-sidecar",
+                "refuse:invalid-annotation:sidelb.io/native-sidecar",
             ),
             (
                 "a bad quantity",
                 annotated(json!({(names::PROXY_MEMORY_LIMIT): "64MB"})),
-                "refuse:sidelb.io/proxy-memory-limit",
+                "refuse:invalid-annotation:sidelb.io/proxy-memory-limit",
             ),
             (
                 "a request above its limit",
                 annotated(json!({(names::PROXY_CPU_REQUEST): "2", (names::PROXY_CPU_LIMIT): "1"})),
-                "refuse:sidelb.io/proxy-cpu-request: `2` is above the limit `1`",
+                "refuse:invalid-annotation:sidelb.io/proxy-cpu-request: `2` is above the limit `1`",
             ),
             (
                 "an upstream on the admin port",
                 annotated(json!({"sidelb.io/upstreams": "greeter.default:50051=4191"})),
-                "refuse:sidelb.io/upstreams",
+                "refuse:invalid-annotation:sidelb.io/upstreams",
             ),
         ];
         for (name, req, expected) in cases {
             let (got, _) = outcome(&req);
             assert!(got.starts_with(expected), "{name}: {got}");
         }
+    }
+
+    fn with_spec(annotations: Value, spec: Value) -> Value {
+        request("Pod", None, "CREATE", pod(json!({}), annotations, spec))
+    }
+
+    fn ports(container: &str, ports: Value) -> Value {
+        json!({"name": container, "image": "app", "ports": ports})
+    }
+
+    #[test]
+    fn pods_the_sidecar_cannot_share_a_network_with() {
+        let upstream = json!({"sidelb.io/upstreams": "greeter.default:50051=15001"});
+        let on = |port: u16| json!([{"containerPort": port}]);
+        let cases = [
+            (
+                "hostNetwork",
+                with_spec(
+                    json!({}),
+                    json!({"hostNetwork": true, "containers": [{"name": "app"}]}),
+                ),
+                "skip:host-network",
+            ),
+            (
+                "hostNetwork, injection off",
+                with_spec(
+                    json!({(names::INJECT): "disabled"}),
+                    json!({"hostNetwork": true, "containers": [{"name": "app"}]}),
+                ),
+                "skip:disabled-by-annotation",
+            ),
+            (
+                "hostNetwork false",
+                with_spec(
+                    json!({}),
+                    json!({"hostNetwork": false, "containers": [{"name": "app"}]}),
+                ),
+                "inject",
+            ),
+            (
+                "a container on the outbound port",
+                with_spec(json!({}), json!({"containers": [ports("app", on(4140))]})),
+                "refuse:port-clash:container `app` uses port 4140, which sidelb-proxy listens on (its outbound listener)",
+            ),
+            (
+                "an init container on the admin port",
+                with_spec(
+                    json!({}),
+                    json!({"initContainers": [ports("setup", on(4191))], "containers": [{"name": "app"}]}),
+                ),
+                "refuse:port-clash:container `setup` uses port 4191, which sidelb-proxy listens on (its admin server",
+            ),
+            (
+                "a second port of a container on an upstream's local port",
+                with_spec(
+                    upstream.clone(),
+                    json!({"containers": [{"name": "app"}, ports("metrics", json!([{"containerPort": 9090}, {"containerPort": 15001, "protocol": "TCP"}]))]}),
+                ),
+                "refuse:port-clash:container `metrics` uses port 15001, which sidelb-proxy listens on (the local port of upstream `greeter.default:50051`)",
+            ),
+            (
+                "a UDP port is not the proxy's",
+                with_spec(
+                    upstream.clone(),
+                    json!({"containers": [ports("dns", json!([{"containerPort": 4140, "protocol": "UDP"}]))]}),
+                ),
+                "inject",
+            ),
+            (
+                "other ports",
+                with_spec(
+                    upstream,
+                    json!({"containers": [ports("app", json!([{"containerPort": 8080}, {"containerPort": 15002}]))]}),
+                ),
+                "inject",
+            ),
+            (
+                "an upstream listening beyond loopback",
+                annotated(
+                    json!({"sidelb.io/upstreams": "a:1=15000, greeter.default:50051=0.0.0.0:15001"}),
+                ),
+                "refuse:invalid-annotation:sidelb.io/upstreams: entry `greeter.default:50051=0.0.0.0:15001`: listen address 0.0.0.0:15001 is not loopback",
+            ),
+        ];
+        for (name, req, expected) in cases {
+            let (got, _) = outcome(&req);
+            assert!(got.starts_with(expected), "{name}: {got}");
+        }
+    }
+
+    #[test]
+    fn every_port_clash_is_named_and_host_network_warns_why() {
+        let spec = json!({"containers": [ports("a", json!([{"containerPort": 4140}])), ports("b", json!([{"containerPort": 4191}]))]});
+        let (got, _) = outcome(&with_spec(json!({}), spec));
+        assert!(
+            got.contains("`a` uses port 4140") && got.contains("`b` uses port 4191"),
+            "{got}"
+        );
+        let warning = Skip::HostNetwork.warning().expect("a warning");
+        assert!(
+            warning.contains("hostNetwork") && warning.contains("127.0.0.1:4140"),
+            "{warning}"
+        );
+        assert_eq!(Skip::AlreadyInjected.warning(), None);
     }
 
     #[test]

@@ -95,14 +95,22 @@ pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadRevi
     let (response, outcome) = match decision {
         Decision::Skip(skip) => {
             let reason = skip.reason();
-            tracing::debug!(uid, namespace, pod, reason, "left alone");
-            (AdmissionResponse::allow(uid), outcome("skipped", reason))
+            let warning = skip.warning();
+            if warning.is_some() {
+                tracing::info!(uid, namespace, pod, reason, "left alone, with a warning");
+            } else {
+                tracing::debug!(uid, namespace, pod, reason, "left alone");
+            }
+            let mut response = AdmissionResponse::allow(uid);
+            response.warnings.extend(warning);
+            (response, outcome("skipped", reason))
         }
-        Decision::Refuse(message) => {
+        Decision::Refuse(refusal) => {
+            let message = refusal.message;
             tracing::info!(uid, namespace, pod, %message, "refused a pod");
             let message = format!("sidelb-injector: {message}");
             let response = AdmissionResponse::refuse(uid, message);
-            (response, outcome("refused", "invalid-annotation"))
+            (response, outcome("refused", refusal.reason))
         }
         Decision::Inject(plan) => {
             let container = sidecar::container(&plan, defaults);

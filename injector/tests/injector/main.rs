@@ -6,6 +6,7 @@ mod binary;
 mod contract;
 mod http;
 mod load;
+mod network;
 mod refusals;
 mod schema;
 mod support;
