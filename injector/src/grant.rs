@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Bound on one grant, all its API calls: inside the webhook's timeout
-/// (`webhook.timeoutSeconds`, 5 s by default), so a slow API server costs
-/// the pod a warning, not its admission.
+/// Bound on one grant, all its API calls (less when the webhook's own
+/// timeout is short: see the server), so a slow API server costs the pod a
+/// warning, not its admission.
 pub const GRANT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A namespace found in the binding is looked up again after this long, so
@@ -48,6 +48,8 @@ pub enum GrantError {
         binding: String,
         source: kube::Error,
     },
+    #[error("the admission request names no namespace")]
+    NoNamespace,
     #[error("the API server did not answer within {0:?}")]
     Timeout(Duration),
     #[error("ClusterRoleBinding {0} changed under each of {TRIES} updates")]
@@ -83,14 +85,18 @@ impl Grants {
         &self.binding
     }
 
-    /// Makes sure the service accounts of `namespace` are in the binding.
-    pub async fn ensure(&self, namespace: &str) -> Result<(), GrantError> {
+    /// Makes sure the service accounts of `namespace` are in the binding,
+    /// within `budget`.
+    pub async fn ensure(&self, namespace: &str, budget: Duration) -> Result<(), GrantError> {
+        if namespace.is_empty() {
+            return Err(GrantError::NoNamespace);
+        }
         if self.fresh(namespace) {
             return Ok(());
         }
-        tokio::time::timeout(GRANT_TIMEOUT, self.add(namespace))
+        tokio::time::timeout(budget, self.add(namespace))
             .await
-            .unwrap_or(Err(GrantError::Timeout(GRANT_TIMEOUT)))
+            .unwrap_or(Err(GrantError::Timeout(budget)))
     }
 
     async fn add(&self, namespace: &str) -> Result<(), GrantError> {

@@ -21,7 +21,7 @@
 //! kube-apiserver reads a failed webhook call's reason from.
 
 use crate::config::SidecarDefaults;
-use crate::grant::Grants;
+use crate::grant::{GRANT_TIMEOUT, Grants};
 use crate::metrics::Metrics;
 use crate::webhook;
 use bytes::Bytes;
@@ -208,6 +208,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let budget = grant_budget(req.uri().query());
     let too_large = || {
         app.metrics.admission("error", "too-large");
         status(
@@ -256,7 +257,7 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let answer = match (answer, &app.grants) {
         (Ok(mut answer), Some(grants)) => {
             if let Some(namespace) = answer.grant.take() {
-                grant(app, grants, &namespace, &mut answer).await;
+                grant(app, grants, &namespace, budget, &mut answer).await;
             }
             Ok(answer)
         }
@@ -287,8 +288,14 @@ async fn mutate(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
 /// Grants the namespace's service accounts the proxy's read access; when
 /// that fails the pod is still injected (its proxy then reports the 403),
 /// and the user who created it is told why.
-async fn grant(app: &App, grants: &Grants, namespace: &str, answer: &mut webhook::Answer) {
-    let result = grants.ensure(namespace).await;
+async fn grant(
+    app: &App,
+    grants: &Grants,
+    namespace: &str,
+    budget: Duration,
+    answer: &mut webhook::Answer,
+) {
+    let result = grants.ensure(namespace, budget).await;
     app.metrics.grant(result.is_ok());
     if let Err(e) = result {
         tracing::warn!(namespace, error = %e, "could not grant the proxy's read access");
@@ -298,6 +305,18 @@ async fn grant(app: &App, grants: &Grants, namespace: &str, answer: &mut webhook
              succeeds, this pod's proxy is refused by the API server (see the injector's log)"
         ));
     }
+}
+
+/// How long a grant may take: [`GRANT_TIMEOUT`], or half of the time
+/// kube-apiserver gives this call (its `?timeout=` query) when that is less,
+/// so that a slow grant never makes the webhook call itself time out.
+fn grant_budget(query: Option<&str>) -> Duration {
+    let given = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(|v| sidelb_config::value::duration(v, false).ok());
+    given.map_or(GRANT_TIMEOUT, |t| GRANT_TIMEOUT.min(t / 2))
 }
 
 fn text(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
@@ -332,5 +351,19 @@ impl App {
             grants,
             reviews: Semaphore::new(MAX_REVIEWS),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_takes_at_most_half_the_webhook_call_s_timeout() {
+        assert_eq!(grant_budget(None), GRANT_TIMEOUT);
+        assert_eq!(grant_budget(Some("timeout=10s")), GRANT_TIMEOUT);
+        assert_eq!(grant_budget(Some("timeout=1s")), Duration::from_millis(500));
+        assert_eq!(grant_budget(Some("a=b&timeout=2s")), Duration::from_secs(1));
+        assert_eq!(grant_budget(Some("timeout=soon")), GRANT_TIMEOUT);
     }
 }

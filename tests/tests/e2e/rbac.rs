@@ -9,7 +9,8 @@
 //! judged by its RBAC: the default service account of the namespace where a
 //! pod was injected lists EndpointSlices and Services (in any namespace) and
 //! gets Nodes; that of a namespace without one gets 403; a dry-run pod grants
-//! nothing; re-applying the chart (an upgrade) keeps the grant; and
+//! nothing; re-applying the chart (an upgrade) keeps the grant; a grant that
+//! fails still injects, with a warning kubectl shows; and
 //! `rbac.clusterWide=true` grants every service account.
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -25,7 +26,7 @@ use sidelb_config::names;
 use sidelb_fake_apiserver::tls::TestCa;
 use sidelb_tests::harness::chart::{self, NAMESPACE};
 use sidelb_tests::harness::scratch::ScratchDir;
-use sidelb_tests::harness::{ControlPlane, Injector, wait_until};
+use sidelb_tests::harness::{ControlPlane, Injector, Kubectl, wait_until};
 use std::time::Duration;
 
 /// Bound on each condition the controllers or the authorizer's cache bring about.
@@ -334,6 +335,37 @@ async fn the_proxies_read_access_reaches_only_namespaces_with_an_injected_pod() 
     apply_rbac(&admin, &docs).await;
     let upgraded = bindings.get(PROXY_BINDING).await.unwrap();
     assert_eq!(subjects(&upgraded), ["Group:system:serviceaccounts:shop"]);
+
+    // With the binding gone the grant fails: the pod is still injected, and
+    // kubectl shows the user why its proxy will be refused.
+    bindings
+        .delete(PROXY_BINDING, &Default::default())
+        .await
+        .expect("binding deleted");
+    namespace(&admin, "late", json!({"sidelb.io/inject": "enabled"})).await;
+    wait_until("the default ServiceAccount in late", WAIT, || async {
+        let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), "late");
+        accounts.get_opt("default").await.ok().flatten()
+    })
+    .await
+    .unwrap();
+    let kubectl = Kubectl::new(&cluster.kubeconfig()).unwrap();
+    let manifest = kubectl.file("late.json", &json!(pod("app")).to_string());
+    let manifest = manifest.display().to_string();
+    let output = kubectl.run(&["-n", "late", "create", "-f", &manifest]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Warning: sidelb-injector: could not give the service accounts of namespace late"
+        ) && stderr.contains("ClusterRoleBinding sidelb-proxy does not exist"),
+        "{stderr}"
+    );
+    let late = Api::<Pod>::namespaced(admin.clone(), "late")
+        .get("app")
+        .await
+        .unwrap();
+    assert!(injected(&late), "{:?}", late.spec);
 
     // rbac.clusterWide=true: every service account reads it.
     let wide = chart::render(None, &json!({"rbac": {"clusterWide": true}})).unwrap();
