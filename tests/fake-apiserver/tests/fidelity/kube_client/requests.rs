@@ -1,18 +1,28 @@
-//! Single requests and their errors, as the `kube` client sees them: lists by label
-//! and field selector and in pages, create, merge and JSON patches, replace, get, and
-//! the `Status` bodies of 409, 404, 422, 403 and 500.
+//! Single requests and their errors, as the `kube` client sees them, one scenario
+//! per test:
+//!
+//! - lists by label selector (equality, set and absence) and by field selector, at
+//!   the server's current resourceVersion, and lists in pages with a continue token;
+//! - create fills `uid` and `creationTimestamp`; a duplicate is 409 `AlreadyExists`;
+//! - merge and JSON patches; a replace from a stale resourceVersion is 409 `Conflict`;
+//! - get of a missing object is 404 `NotFound`; an invalid name is 422 `Invalid`;
+//!   create in a missing namespace names the namespace;
+//! - a forbidden list is 403 with RBAC's message; a forbidden watch is 403 while list
+//!   stays allowed; a failing server answers 500 `InternalError`;
+//! - the `default` namespace carries its `kubernetes.io/metadata.name` label.
 
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::core::Status;
 use serde_json::{Value, json};
 use sidelb_fake_apiserver::{FakeApiServer, FaultMode};
 
 use super::fixtures::{SERVICE_LABEL, client_for, slice};
 
-#[tokio::test]
-async fn list_get_create_patch_and_errors() {
+/// A server holding one slice of `greeter` and one of `other`, and the slices' API.
+async fn with_two_slices() -> (FakeApiServer, Api<EndpointSlice>) {
     let server = FakeApiServer::start().expect("server starts");
     server
         .create(slice("greeter-a", "greeter", "10.0.0.1"))
@@ -20,8 +30,44 @@ async fn list_get_create_patch_and_errors() {
     server
         .create(slice("other-a", "other", "10.0.0.2"))
         .expect("created");
-    let client = client_for(&server).await;
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let slices = Api::namespaced(client_for(&server).await, "default");
+    (server, slices)
+}
+
+async fn services_of(server: &FakeApiServer, namespace: &str) -> Api<Service> {
+    Api::namespaced(client_for(server).await, namespace)
+}
+
+fn greeter() -> Service {
+    serde_json::from_value(json!({
+        "metadata": { "name": "greeter" },
+        "spec": { "ports": [ { "name": "grpc", "port": 50051 } ] }
+    }))
+    .expect("service")
+}
+
+/// A server with Service `greeter` created in `default`, its API and the object.
+async fn with_greeter() -> (FakeApiServer, Api<Service>, Service) {
+    let server = FakeApiServer::start().expect("server starts");
+    let services = services_of(&server, "default").await;
+    let created = services
+        .create(&PostParams::default(), &greeter())
+        .await
+        .expect("create");
+    (server, services, created)
+}
+
+/// The `Status` body of a failed request.
+fn status_of(err: kube::Error) -> Status {
+    match err {
+        kube::Error::Api(status) => *status,
+        other => panic!("not a Status: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn lists_filter_by_label_and_field_selectors_at_the_current_resource_version() {
+    let (server, slices) = with_two_slices().await;
 
     let list = slices
         .list(&ListParams::default().labels(SERVICE_LABEL))
@@ -52,6 +98,11 @@ async fn list_get_create_patch_and_errors() {
         .await
         .expect("list");
     assert_eq!(by_name.items.len(), 1);
+}
+
+#[tokio::test]
+async fn lists_come_in_pages_joined_by_a_continue_token() {
+    let (_server, slices) = with_two_slices().await;
 
     let page = slices
         .list(&ListParams::default().limit(1))
@@ -65,31 +116,29 @@ async fn list_get_create_patch_and_errors() {
         .expect("second page");
     assert_eq!(rest.items.len(), 1);
     assert_ne!(rest.items[0].metadata.name, page.items[0].metadata.name);
+}
 
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let svc: Service = serde_json::from_value(json!({
-        "metadata": { "name": "greeter" },
-        "spec": { "ports": [ { "name": "grpc", "port": 50051 } ] }
-    }))
-    .expect("service");
-    let created = services
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("create");
+#[tokio::test]
+async fn create_fills_uid_and_timestamp_and_a_duplicate_is_409_already_exists() {
+    let (_server, services, created) = with_greeter().await;
     assert!(created.metadata.uid.is_some());
     assert!(created.metadata.creation_timestamp.is_some());
+
     let again = services
-        .create(&PostParams::default(), &svc)
+        .create(&PostParams::default(), &greeter())
         .await
         .expect_err("duplicate");
-    let kube::Error::Api(status) = again else {
-        panic!("not a Status: {again:?}")
-    };
+    let status = status_of(again);
     assert_eq!(
         (status.code, status.reason.as_str()),
         (409, "AlreadyExists")
     );
     assert_eq!(status.message, "services \"greeter\" already exists");
+}
+
+#[tokio::test]
+async fn merge_and_json_patches_apply() {
+    let (_server, services, _created) = with_greeter().await;
 
     let patched = services
         .patch(
@@ -114,6 +163,20 @@ async fn list_get_create_patch_and_errors() {
         .await
         .expect("json patch");
     assert_eq!(patched.labels().len(), 2);
+}
+
+#[tokio::test]
+async fn replace_from_a_stale_resource_version_is_409_conflict() {
+    let (_server, services, created) = with_greeter().await;
+    services
+        .patch(
+            "greeter",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "a": "b" } } })),
+        )
+        .await
+        .expect("merge patch");
+
     let stale = Service {
         metadata: kube::api::ObjectMeta {
             resource_version: Some("1".into()),
@@ -125,16 +188,24 @@ async fn list_get_create_patch_and_errors() {
         .replace("greeter", &PostParams::default(), &stale)
         .await
         .expect_err("stale update");
-    let kube::Error::Api(status) = conflict else {
-        panic!("not a Status")
-    };
+    let status = status_of(conflict);
     assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+}
+
+#[tokio::test]
+async fn get_of_a_missing_object_is_404_not_found() {
+    let server = FakeApiServer::start().expect("server starts");
+    let services = services_of(&server, "default").await;
 
     let missing = services.get("nope").await.expect_err("missing");
-    let kube::Error::Api(status) = missing else {
-        panic!("not a Status")
-    };
+    let status = status_of(missing);
     assert_eq!((status.code, status.reason.as_str()), (404, "NotFound"));
+}
+
+#[tokio::test]
+async fn an_invalid_name_is_422_invalid_naming_the_field() {
+    let server = FakeApiServer::start().expect("server starts");
+    let services = services_of(&server, "default").await;
 
     let bad: Service = serde_json::from_value(
         json!({ "metadata": { "name": "Bad_Name" }, "spec": { "ports": [ { "port": 1 } ] } }),
@@ -144,9 +215,7 @@ async fn list_get_create_patch_and_errors() {
         .create(&PostParams::default(), &bad)
         .await
         .expect_err("invalid");
-    let kube::Error::Api(status) = invalid else {
-        panic!("not a Status")
-    };
+    let status = status_of(invalid);
     assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
     assert!(
         status.message.starts_with(
@@ -155,31 +224,41 @@ async fn list_get_create_patch_and_errors() {
         "{}",
         status.message
     );
+}
 
-    let elsewhere: Api<Service> = Api::namespaced(client.clone(), "nowhere");
+#[tokio::test]
+async fn create_in_a_missing_namespace_names_the_namespace() {
+    let server = FakeApiServer::start().expect("server starts");
+    let elsewhere = services_of(&server, "nowhere").await;
+
     let err = elsewhere
-        .create(&PostParams::default(), &svc)
+        .create(&PostParams::default(), &greeter())
         .await
         .expect_err("no such namespace");
-    let kube::Error::Api(status) = err else {
-        panic!("not a Status")
-    };
-    assert_eq!(status.message, "namespaces \"nowhere\" not found");
+    assert_eq!(status_of(err).message, "namespaces \"nowhere\" not found");
+}
+
+#[tokio::test]
+async fn a_forbidden_list_is_403_with_the_rbac_message() {
+    let (server, slices) = with_two_slices().await;
 
     server.forbid("discovery.k8s.io", "endpointslices");
     let err = slices
         .list(&ListParams::default())
         .await
         .expect_err("forbidden");
-    let kube::Error::Api(status) = err else {
-        panic!("not a Status")
-    };
+    let status = status_of(err);
     assert_eq!(status.code, 403);
     assert_eq!(
         status.message,
         "endpointslices.discovery.k8s.io is forbidden: User \"system:admin\" cannot list resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"default\""
     );
-    server.clear_faults();
+}
+
+#[tokio::test]
+async fn a_forbidden_watch_is_403_while_list_stays_allowed() {
+    let (server, slices) = with_two_slices().await;
+
     server.forbid_verb("discovery.k8s.io", "endpointslices", "watch");
     slices
         .list(&ListParams::default())
@@ -190,9 +269,7 @@ async fn list_get_create_patch_and_errors() {
         .await
         .err()
         .expect("watch is forbidden");
-    let kube::Error::Api(status) = err else {
-        panic!("not a Status")
-    };
+    let status = status_of(err);
     assert_eq!(status.code, 403);
     assert!(
         status
@@ -201,22 +278,34 @@ async fn list_get_create_patch_and_errors() {
         "{}",
         status.message
     );
-    server.allow("discovery.k8s.io", "endpointslices");
+}
+
+#[tokio::test]
+async fn a_failing_server_answers_500_internal_error() {
+    let (server, slices) = with_two_slices().await;
+
     server.set_fault_mode(FaultMode::Fail);
     let err = slices
         .list(&ListParams::default())
         .await
         .expect_err("failing");
-    let kube::Error::Api(status) = err else {
-        panic!("not a Status")
-    };
+    let status = status_of(err);
     assert_eq!(
         (status.code, status.reason.as_str()),
         (500, "InternalError")
     );
     server.clear_faults();
+    slices
+        .list(&ListParams::default())
+        .await
+        .expect("answers again once the fault is cleared");
+}
 
-    let namespaces: Api<Namespace> = Api::all(client);
+#[tokio::test]
+async fn the_default_namespace_carries_its_metadata_name_label() {
+    let server = FakeApiServer::start().expect("server starts");
+    let namespaces: Api<Namespace> = Api::all(client_for(&server).await);
+
     let ns = namespaces
         .get("default")
         .await
