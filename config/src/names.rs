@@ -14,6 +14,11 @@ pub const OUTBOUND_PORT: u16 = 4140;
 pub const ADMIN_PORT: u16 = 4191;
 pub const INJECTOR_PORT: u16 = 8443;
 
+/// Most streams one app connection carries at once (HTTP/2
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`, advertised to the app): one
+/// connection cannot hold a service's whole in-flight limit.
+pub const APP_MAX_CONCURRENT_STREAMS: u32 = 100;
+
 /// The admin address the injector gives the proxy: every interface, so the
 /// kubelet can probe it.
 pub const SIDECAR_ADMIN_ADDR: SocketAddr =

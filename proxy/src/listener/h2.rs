@@ -10,6 +10,7 @@ use crate::endpoint::driver::{CONNECTION_WINDOW, STREAM_WINDOW};
 use crate::forward::error::ProxyError;
 use crate::time::{now_us, us};
 use bytes::Bytes;
+use sidelb_config::names;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -31,10 +32,11 @@ pub(crate) async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain:
         // for the whole connection. Up to four times the limit the block is
         // decoded and answered here instead ([`header_list_size`]).
         .max_header_list_size(config.max_header_bytes.saturating_mul(4))
-        // No per-connection stream limit: the in-flight limit is per service
-        // and answers at once with UNAVAILABLE. A connection limit would make
-        // the app's client queue its calls instead, and let one busy service
-        // hold back every other service on the same connection.
+        // Advertised, so the app's client queues calls over it (a stream over
+        // it anyway gets REFUSED_STREAM): one connection, or one busy
+        // service on it, cannot take a service's whole in-flight limit. The
+        // price: calls to other services on the same connection queue too.
+        .max_concurrent_streams(names::APP_MAX_CONCURRENT_STREAMS)
         .handshake::<_, Bytes>(io);
     let mut conn = match tokio::time::timeout(config.header_read_timeout, handshake).await {
         Ok(Ok(conn)) => conn,

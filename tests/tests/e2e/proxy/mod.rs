@@ -9,6 +9,7 @@ mod connections;
 mod deadlines;
 mod endpoints;
 mod errors;
+mod h2_abuse;
 mod http1;
 mod ipv6;
 mod lifecycle;
