@@ -85,44 +85,23 @@ fn private_cluster() -> ControlPlane {
     ControlPlane::private().unwrap_or_else(|err| panic!("make cluster: {err:#}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_server_issues_tokens_enforces_rbac_and_runs_admission_and_controllers() {
+/// A private control plane with namespace `ns` made, and its admin client.
+async fn cluster_with_namespace(ns: &str) -> (ControlPlane, Client) {
     let cluster = tokio::task::spawn_blocking(private_cluster)
         .await
         .expect("join");
     let client = admin(&cluster).await;
-
-    // The release cluster/build.sh stamped, as /version reports it.
-    let version = client.apiserver_version().await.expect("/version");
-    assert_eq!(
-        version.git_version,
-        cluster.get("SIDELB_CLUSTER_KUBERNETES_VERSION").unwrap()
-    );
-    assert!(version.git_version.starts_with("v1."), "{version:?}");
-
-    // The namespace's default ServiceAccount and root CA ConfigMap come from
-    // the serviceaccount and root-ca-certificate-publisher controllers.
-    let ns = "shop";
     create_namespace(&client, ns).await;
-    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
-    wait_until("the default ServiceAccount in shop", WAIT, || async {
-        accounts.get_opt("default").await.ok().flatten()
-    })
-    .await
-    .unwrap();
-    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
-    let root_ca = wait_until("kube-root-ca.crt in shop", WAIT, || async {
-        config_maps.get_opt("kube-root-ca.crt").await.ok().flatten()
-    })
-    .await
-    .unwrap();
-    let ca = std::fs::read_to_string(cluster.get("SIDELB_CLUSTER_CA").unwrap()).unwrap();
-    assert_eq!(root_ca.data.unwrap()["ca.crt"].trim(), ca.trim());
+    (cluster, client)
+}
 
-    // A token for a new ServiceAccount, through the TokenRequest API.
+/// A new ServiceAccount `account` in `ns` and a token for it, issued through
+/// the TokenRequest API for the cluster's audience.
+async fn issued_token(cluster: &ControlPlane, client: &Client, ns: &str, account: &str) -> String {
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
     let reader = ServiceAccount {
         metadata: ObjectMeta {
-            name: Some("reader".into()),
+            name: Some(account.into()),
             ..Default::default()
         },
         ..Default::default()
@@ -139,16 +118,60 @@ async fn the_api_server_issues_tokens_enforces_rbac_and_runs_admission_and_contr
         },
         ..Default::default()
     };
-    let token = accounts
-        .create_token_request("reader", &PostParams::default(), &request)
+    accounts
+        .create_token_request(account, &PostParams::default(), &request)
         .await
         .expect("TokenRequest")
         .status
         .expect("token status")
-        .token;
+        .token
+}
 
-    // The token authenticates (403 names the account, not 401), and RBAC
-    // refuses it what no role grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_reports_the_release_the_build_pinned() {
+    let cluster = tokio::task::spawn_blocking(private_cluster)
+        .await
+        .expect("join");
+    let version = admin(&cluster)
+        .await
+        .apiserver_version()
+        .await
+        .expect("/version");
+    assert_eq!(
+        version.git_version,
+        cluster.get("SIDELB_CLUSTER_KUBERNETES_VERSION").unwrap()
+    );
+    assert!(version.git_version.starts_with("v1."), "{version:?}");
+}
+
+/// The serviceaccount and root-ca-certificate-publisher controllers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_namespace_gets_its_default_service_account_and_root_ca() {
+    let ns = "shop";
+    let (cluster, client) = cluster_with_namespace(ns).await;
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    wait_until("the default ServiceAccount in shop", WAIT, || async {
+        accounts.get_opt("default").await.ok().flatten()
+    })
+    .await
+    .unwrap();
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let root_ca = wait_until("kube-root-ca.crt in shop", WAIT, || async {
+        config_maps.get_opt("kube-root-ca.crt").await.ok().flatten()
+    })
+    .await
+    .unwrap();
+    let ca = std::fs::read_to_string(cluster.get("SIDELB_CLUSTER_CA").unwrap()).unwrap();
+    assert_eq!(root_ca.data.unwrap()["ca.crt"].trim(), ca.trim());
+}
+
+/// An issued token authenticates (403 names the account, not 401); RBAC
+/// refuses it what no role grants, and allows what a Role grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issued_token_gets_what_rbac_grants_and_nothing_more() {
+    let ns = "shop";
+    let (cluster, client) = cluster_with_namespace(ns).await;
+    let token = issued_token(&cluster, &client, ns, "reader").await;
     let as_reader = with_token(&cluster, &token).await;
     let services_as_reader = Api::<Service>::namespaced(as_reader.clone(), ns);
     let (code, message) = status_of(&services_as_reader.list(&ListParams::default()).await);
@@ -158,7 +181,27 @@ async fn the_api_server_issues_tokens_enforces_rbac_and_runs_admission_and_contr
         "{message}"
     );
 
-    // A token whose signature was changed is not accepted at all.
+    grant_service_reading(&client, ns, "reader").await;
+    wait_until("the Role to let reader list Services", WAIT, || async {
+        services_as_reader.list(&ListParams::default()).await.ok()
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_signature_was_changed_is_not_accepted() {
+    let ns = "shop";
+    let (cluster, client) = cluster_with_namespace(ns).await;
+    let token = issued_token(&cluster, &client, ns, "reader").await;
+    grant_service_reading(&client, ns, "reader").await;
+    let services_as_reader = Api::<Service>::namespaced(with_token(&cluster, &token).await, ns);
+    wait_until("the Role to let reader list Services", WAIT, || async {
+        services_as_reader.list(&ListParams::default()).await.ok()
+    })
+    .await
+    .unwrap();
+
     // Not its last character, whose low bits are padding that decoding drops.
     let signature = token.rfind('.').expect("a JWT") + 1;
     let at = signature + (token.len() - signature) / 2;
@@ -172,16 +215,19 @@ async fn the_api_server_issues_tokens_enforces_rbac_and_runs_admission_and_contr
             .await,
     );
     assert_eq!(code, 401, "{message}");
+}
 
-    // Granted by a Role, the same token lists Services.
-    grant_service_reading(&client, ns, "reader").await;
-    wait_until("the Role to let reader list Services", WAIT, || async {
-        services_as_reader.list(&ListParams::default()).await.ok()
+/// The ServiceAccount admission plugin mounts a token volume into a pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_mounts_a_service_account_token_into_a_new_pod() {
+    let ns = "shop";
+    let (_cluster, client) = cluster_with_namespace(ns).await;
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    wait_until("the default ServiceAccount in shop", WAIT, || async {
+        accounts.get_opt("default").await.ok().flatten()
     })
     .await
     .unwrap();
-
-    // The ServiceAccount admission plugin mounts a token volume into a pod.
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "app"},
         "spec": {"containers": [{"name": "app", "image": "app:1"}]}
@@ -204,10 +250,14 @@ async fn the_api_server_issues_tokens_enforces_rbac_and_runs_admission_and_contr
                     .is_some_and(|s| s.iter().any(|s| s.service_account_token.is_some())))),
         "{volumes:?}"
     );
+}
 
-    // The EndpointSlice controller makes a slice for a Service with a
-    // selector; the mirroring controller mirrors hand-written Endpoints of
-    // one without.
+/// The EndpointSlice controller makes a slice for a Service with a selector;
+/// the mirroring controller mirrors hand-written Endpoints of one without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slice_controllers_slice_selected_services_and_mirror_endpoints() {
+    let ns = "shop";
+    let (_cluster, client) = cluster_with_namespace(ns).await;
     let services = Api::<Service>::namespaced(client.clone(), ns);
     for service in [
         json!({"metadata": {"name": "web"},
