@@ -105,21 +105,45 @@ async fn traffic(setup: &EchoSetup) -> (Tally, Tally) {
     (ok, failed)
 }
 
-#[tokio::test]
-async fn metrics_count_requests_latency_endpoints_and_discovery() {
-    let mut setup = EchoSetup::start(&["a", "b"], BackendOptions::default(), &[])
-        .await
-        .expect("setup");
-    let (ok, failed) = traffic(&setup).await;
-
-    // Counted once the response is through; wait for all 46 answered calls.
-    let samples = wait_until("46 requests counted for echo", WAIT, || async {
+/// Metrics once all 46 answered calls of [`traffic`] are counted (a call is
+/// counted once its response is through).
+async fn counted(setup: &EchoSetup) -> Vec<metrics::Sample> {
+    wait_until("46 requests counted for echo", WAIT, || async {
         let samples = parse(&setup.proxy.metrics().await.ok()?);
         let counted = sum(&samples, "sidelb_requests_total", &[("service", ECHO)])?;
         (counted == 46.0).then_some(samples)
     })
     .await
-    .expect("counted");
+    .expect("counted")
+}
+
+async fn two_backends() -> EchoSetup {
+    EchoSetup::start(&["a", "b"], BackendOptions::default(), &[])
+        .await
+        .expect("setup")
+}
+
+fn endpoints_in_state(samples: &[metrics::Sample], state: &str) -> Option<f64> {
+    sum(
+        samples,
+        "sidelb_endpoints",
+        &[("service", ECHO), ("state", state)],
+    )
+}
+
+fn discovery_updates(samples: &[metrics::Sample]) -> Option<f64> {
+    sum(
+        samples,
+        "sidelb_discovery_updates_total",
+        &[("service", ECHO)],
+    )
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_endpoint_and_status_as_the_backends_answered() {
+    let setup = two_backends().await;
+    let (ok, failed) = traffic(&setup).await;
+    let samples = counted(&setup).await;
     for backend in &setup.backends {
         let endpoint = backend.addr().to_string();
         let count = |status: &str| {
@@ -152,7 +176,13 @@ async fn metrics_count_requests_latency_endpoints_and_discovery() {
         ],
     );
     assert_eq!(made_by_proxy, Some(3.0));
+}
 
+#[tokio::test]
+async fn the_latency_histogram_counts_every_answered_request() {
+    let setup = two_backends().await;
+    traffic(&setup).await;
+    let samples = counted(&setup).await;
     let histogram = |suffix: &str, extra: &[(&str, &str)]| {
         let mut labels = vec![("service", ECHO)];
         labels.extend_from_slice(extra);
@@ -165,34 +195,33 @@ async fn metrics_count_requests_latency_endpoints_and_discovery() {
     assert_eq!(histogram("count", &[]), Some(46.0));
     assert_eq!(histogram("bucket", &[("le", "+Inf")]), Some(46.0));
     assert!(histogram("sum", &[]).is_some_and(|s| s > 0.0));
-    let by_state = |samples: &[metrics::Sample], state: &str| {
-        sum(
-            samples,
-            "sidelb_endpoints",
-            &[("service", ECHO), ("state", state)],
-        )
-    };
-    assert_eq!(by_state(&samples, "ready"), Some(2.0));
-    assert_eq!(by_state(&samples, "down"), Some(0.0));
-    let updates = |samples: &[metrics::Sample]| {
-        sum(
-            samples,
-            "sidelb_discovery_updates_total",
-            &[("service", ECHO)],
-        )
-    };
-    assert_eq!(updates(&samples), Some(1.0), "the first read");
+}
+
+#[tokio::test]
+async fn endpoints_by_state_follow_a_backend_death() {
+    let mut setup = two_backends().await;
+    traffic(&setup).await;
+    let samples = counted(&setup).await;
+    assert_eq!(endpoints_in_state(&samples, "ready"), Some(2.0));
+    assert_eq!(endpoints_in_state(&samples, "down"), Some(0.0));
 
     // b dies: one endpoint down (or ejected) and one ready.
     let b = setup.backends.pop().expect("b");
     b.kill().expect("SIGKILL");
     wait_until("b counted as not ready", WAIT, || async {
         let samples = parse(&setup.proxy.metrics().await.ok()?);
-        let gone = by_state(&samples, "down")? + by_state(&samples, "ejected")?;
-        (by_state(&samples, "ready")? == 1.0 && gone == 1.0).then_some(())
+        let gone = endpoints_in_state(&samples, "down")? + endpoints_in_state(&samples, "ejected")?;
+        (endpoints_in_state(&samples, "ready")? == 1.0 && gone == 1.0).then_some(())
     })
     .await
     .expect("b down");
+}
+
+#[tokio::test]
+async fn discovery_updates_count_the_files_changes() {
+    let mut setup = two_backends().await;
+    let samples = parse(&setup.proxy.metrics().await.expect("metrics"));
+    assert_eq!(discovery_updates(&samples), Some(1.0), "the first read");
 
     // The file changes: one more discovery update, a third endpoint.
     setup.backends.extend(
@@ -203,7 +232,8 @@ async fn metrics_count_requests_latency_endpoints_and_discovery() {
     setup.publish().expect("rewritten");
     wait_until("the update counted and c ready", WAIT, || async {
         let samples = parse(&setup.proxy.metrics().await.ok()?);
-        (updates(&samples)? >= 2.0 && by_state(&samples, "ready")? == 2.0).then_some(samples)
+        (discovery_updates(&samples)? >= 2.0 && endpoints_in_state(&samples, "ready")? == 3.0)
+            .then_some(())
     })
     .await
     .expect("applied");
