@@ -1,6 +1,7 @@
-//! The fake API server driven by the real `kubectl`: create, get (JSON and table),
-//! apply, label, delete, and a watch that sees a change made after it started.
-//! Skipped, saying so, when kubectl is not installed.
+//! The fake API server driven by the real `kubectl`, one command per test:
+//! create, get (JSON and table), apply, label, patch, delete, and a watch that
+//! sees a change made after it started. Skipped, saying so, when kubectl is
+//! not installed.
 
 use std::io::BufReader;
 use std::process::{Child, Stdio};
@@ -105,17 +106,33 @@ impl Drop for Watch {
     }
 }
 
-#[test]
-fn kubectl_works_against_the_fake_server() {
+/// A fake server and kubectl for it; `None` (the test says it is skipped)
+/// when kubectl is not installed.
+fn fresh(test: &str) -> Option<(FakeApiServer, Kubectl)> {
     if !kubectl_present() {
-        eprintln!("SKIPPED kubectl_works_against_the_fake_server: kubectl is not installed");
-        return;
+        eprintln!("SKIPPED {test}: kubectl is not installed");
+        return None;
     }
     let server = FakeApiServer::start().expect("server starts");
     let kubectl = Kubectl::new(server.kubeconfig_path()).expect("kubectl scratch dir");
+    Some((server, kubectl))
+}
+
+/// [`fresh`], holding `MANIFESTS` created with kubectl.
+fn seeded(test: &str) -> Option<(FakeApiServer, Kubectl)> {
+    let (server, kubectl) = fresh(test)?;
+    let manifests = kubectl.file("app.yaml", MANIFESTS);
+    kubectl.ok(&["create", "--validate=false", "-f", manifests.to_str()?]);
+    Some((server, kubectl))
+}
+
+#[test]
+fn create_names_each_object_and_a_second_create_is_already_exists() {
+    let Some((_server, kubectl)) = fresh("create_names_each_object") else {
+        return;
+    };
     let manifests = kubectl.file("app.yaml", MANIFESTS);
     let manifests = manifests.to_str().expect("utf-8 path");
-
     let created = kubectl.ok(&["create", "--validate=false", "-f", manifests]);
     assert_eq!(
         created.lines().collect::<Vec<_>>(),
@@ -134,7 +151,13 @@ fn kubectl_works_against_the_fake_server() {
         again.contains("services \"greeter\" already exists"),
         "{again}"
     );
+}
 
+#[test]
+fn get_prints_objects_as_json_and_as_tables() {
+    let Some((_server, kubectl)) = seeded("get_prints_objects_as_json_and_as_tables") else {
+        return;
+    };
     let service = kubectl.json(&["get", "svc", "greeter", "-n", "shop"]);
     assert_eq!(service["kind"], "Service");
     assert_eq!(service["spec"]["type"], "ClusterIP");
@@ -183,7 +206,13 @@ fn kubectl_works_against_the_fake_server() {
             .any(|l| l.starts_with("shop ") && l.contains("Active") && l.contains("team=orders")),
         "{namespaces}"
     );
+}
 
+#[test]
+fn a_watch_sees_a_change_made_after_it_started() {
+    let Some((server, kubectl)) = seeded("a_watch_sees_a_change_made_after_it_started") else {
+        return;
+    };
     let watch = Watch::start(
         &kubectl,
         &["get", "endpointslices", "-n", "shop", "-w", "-o", "json"],
@@ -207,8 +236,13 @@ fn kubectl_works_against_the_fake_server() {
         o["metadata"]["labels"]["phase"] == "two"
     });
     assert_eq!(changed["kind"], "EndpointSlice");
-    drop(watch);
+}
 
+#[test]
+fn apply_configures_once_and_then_leaves_unchanged() {
+    let Some((_server, kubectl)) = seeded("apply_configures_once_and_then_leaves_unchanged") else {
+        return;
+    };
     let service_v2 = kubectl.file("svc-v2.yaml", SERVICE_V2);
     let service_v2 = service_v2.to_str().expect("utf-8 path");
     let applied = kubectl.ok(&["apply", "--validate=false", "-f", service_v2]);
@@ -225,7 +259,15 @@ fn kubectl_works_against_the_fake_server() {
         service["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
             .is_string()
     );
+}
 
+#[test]
+fn label_adds_and_removes_labels_of_services_and_namespaces() {
+    let Some((_server, kubectl)) =
+        seeded("label_adds_and_removes_labels_of_services_and_namespaces")
+    else {
+        return;
+    };
     assert_eq!(
         kubectl
             .ok(&["label", "svc", "greeter", "-n", "shop", "tier=backend"])
@@ -252,6 +294,18 @@ fn kubectl_works_against_the_fake_server() {
             .trim(),
         "namespace/tools labeled"
     );
+    let namespace = kubectl.json(&["get", "namespace", "tools"]);
+    assert_eq!(
+        namespace["metadata"]["labels"]["sidelb.io/inject"],
+        "enabled"
+    );
+}
+
+#[test]
+fn a_json_patch_replaces_a_field() {
+    let Some((_server, kubectl)) = seeded("a_json_patch_replaces_a_field") else {
+        return;
+    };
     let patch = r#"[{"op":"replace","path":"/spec/ports/0/port","value":50052}]"#;
     let patched = kubectl.ok(&[
         "patch",
@@ -266,7 +320,15 @@ fn kubectl_works_against_the_fake_server() {
     assert_eq!(patched.trim(), "service/greeter patched");
     let service = kubectl.json(&["get", "svc", "greeter", "-n", "shop"]);
     assert_eq!(service["spec"]["ports"][0]["port"], 50052);
+}
 
+#[test]
+fn delete_removes_an_object_and_a_namespace_takes_its_objects() {
+    let Some((_server, kubectl)) =
+        seeded("delete_removes_an_object_and_a_namespace_takes_its_objects")
+    else {
+        return;
+    };
     assert_eq!(
         kubectl
             .ok(&["delete", "svc", "greeter", "-n", "shop"])
