@@ -17,8 +17,10 @@ fn namespace(name: &str, labels: Value) -> Value {
     json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": labels } })
 }
 
-#[tokio::test]
-async fn injects_by_namespace_selector_and_reinvokes_after_later_changes() {
+/// A fake server with namespaces `injected` (labelled) and `plain`, the
+/// injecting webhook (namespaceSelector, reinvocation `IfNeeded`) and a
+/// second one that labels pods labelled `touch: me`.
+async fn setup() -> (FakeApiServer, Webhook) {
     let server = FakeApiServer::start().expect("server starts");
     let ca = TestCa::new("webhook CA").expect("ca");
     let webhook = Webhook::start(&ca, H2).await;
@@ -47,38 +49,39 @@ async fn injects_by_namespace_selector_and_reinvokes_after_later_changes() {
             json!({ "objectSelector": { "matchLabels": { "touch": "me" } } }),
         ))
         .expect("webhook registered");
+    (server, webhook)
+}
 
-    let plain = pods(&server, "plain")
+async fn create_in(server: &FakeApiServer, namespace: &str, pod: &Pod) -> Pod {
+    pods(server, namespace)
         .await
-        .create(&PostParams::default(), &pod("plain-", json!({})))
+        .create(&PostParams::default(), pod)
         .await
-        .expect("created");
+        .expect("created")
+}
+
+const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+#[tokio::test]
+async fn a_pod_outside_the_selected_namespaces_is_not_sent_to_the_webhook() {
+    let (server, webhook) = setup().await;
+    let plain = create_in(&server, "plain", &pod("plain-", json!({}))).await;
     assert!(
         init_names(&plain).is_empty(),
         "namespaceSelector kept the webhook away"
     );
     assert!(webhook.calls_for("/inject", "plain-").is_empty());
+}
 
-    let injected = pods(&server, "injected")
-        .await
-        .create(&PostParams::default(), &pod("app-", json!({})))
-        .await
-        .expect("created");
+#[tokio::test]
+async fn the_review_is_what_kube_apiserver_sends_after_its_own_admission() {
+    let (server, webhook) = setup().await;
+    let injected = create_in(&server, "injected", &pod("app-", json!({}))).await;
     assert_eq!(init_names(&injected), ["sidelb-proxy"]);
     assert!(
         injected.name_any().starts_with("app-") && injected.name_any().len() == "app-".len() + 5
     );
     let calls = webhook.calls_for("/inject", "app-");
-    assert_eq!(
-        calls.len(),
-        2,
-        "reinvoked once: the ServiceAccount plugin, run again, mounted its token into the added container"
-    );
-    assert!(
-        calls[1].1["request"]["object"]["spec"]["initContainers"][0]["volumeMounts"]
-            .to_string()
-            .contains("/var/run/secrets/kubernetes.io/serviceaccount")
-    );
     let (uri, review) = &calls[0];
     assert_eq!(uri, "/inject?timeout=10s");
     let request = &review["request"];
@@ -102,38 +105,54 @@ async fn injects_by_namespace_selector_and_reinvokes_after_later_changes() {
     assert!(request["userInfo"]["username"].is_string());
     let app_mounts = &request["object"]["spec"]["containers"][0]["volumeMounts"];
     assert!(
-        app_mounts
-            .to_string()
-            .contains("/var/run/secrets/kubernetes.io/serviceaccount"),
+        app_mounts.to_string().contains(TOKEN_PATH),
         "built-in ServiceAccount admission ran first"
     );
+}
 
-    // Without the token, nothing changes the pod after the webhook: one call.
+#[tokio::test]
+async fn the_token_mounted_into_the_added_container_reinvokes_the_webhook_once() {
+    let (server, webhook) = setup().await;
+    create_in(&server, "injected", &pod("app-", json!({}))).await;
+    let calls = webhook.calls_for("/inject", "app-");
+    assert_eq!(
+        calls.len(),
+        2,
+        "reinvoked once: the ServiceAccount plugin, run again, mounted its token into the added container"
+    );
+    assert!(
+        calls[1].1["request"]["object"]["spec"]["initContainers"][0]["volumeMounts"]
+            .to_string()
+            .contains(TOKEN_PATH)
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_nothing_changes_the_pod_after_the_webhook_so_it_is_called_once() {
+    let (server, webhook) = setup().await;
     let untouched: Pod = serde_json::from_value(json!({
         "metadata": { "generateName": "no-token-" },
         "spec": { "automountServiceAccountToken": false, "containers": [ { "name": "app", "image": "app:1" } ] }
     }))
     .expect("pod");
-    let untouched = pods(&server, "injected")
-        .await
-        .create(&PostParams::default(), &untouched)
-        .await
-        .expect("created");
+    let untouched = create_in(&server, "injected", &untouched).await;
     assert_eq!(init_names(&untouched), ["sidelb-proxy"]);
     assert_eq!(
         webhook.calls_for("/inject", "no-token-").len(),
         1,
         "called once when nothing changed the pod after it"
     );
+}
 
-    let touched = pods(&server, "injected")
-        .await
-        .create(
-            &PostParams::default(),
-            &pod("touched-", json!({ "touch": "me" })),
-        )
-        .await
-        .expect("created");
+#[tokio::test]
+async fn another_webhooks_patch_reinvokes_it_and_it_adds_nothing_twice() {
+    let (server, webhook) = setup().await;
+    let touched = create_in(
+        &server,
+        "injected",
+        &pod("touched-", json!({ "touch": "me" })),
+    )
+    .await;
     assert_eq!(
         touched.labels().get("touched").map(String::as_str),
         Some("yes")
@@ -156,9 +175,7 @@ async fn injects_by_namespace_selector_and_reinvokes_after_later_changes() {
     let sidecar_mounts =
         serde_json::to_value(&touched.spec.as_ref().expect("spec").init_containers).expect("json");
     assert!(
-        sidecar_mounts
-            .to_string()
-            .contains("/var/run/secrets/kubernetes.io/serviceaccount"),
+        sidecar_mounts.to_string().contains(TOKEN_PATH),
         "built-in admission ran again and mounted the token into the injected container"
     );
 }

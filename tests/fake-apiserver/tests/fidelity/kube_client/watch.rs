@@ -27,8 +27,9 @@ async fn next_event(
     }
 }
 
-#[tokio::test]
-async fn raw_watch_sees_changes_selectors_and_410() {
+/// A fake server holding slice `greeter-a` (bookmarks every 200 ms), the
+/// slices API, and the resourceVersion before anything else happens.
+async fn setup() -> (FakeApiServer, Api<EndpointSlice>, String) {
     let server = FakeApiServer::builder()
         .bookmark_interval(Duration::from_millis(200))
         .start()
@@ -38,43 +39,56 @@ async fn raw_watch_sees_changes_selectors_and_410() {
         .expect("created");
     let slices: Api<EndpointSlice> = Api::namespaced(client_for(&server).await, "default");
     let rv = server.resource_version().to_string();
+    (server, slices, rv)
+}
 
-    let mut stream = slices
-        .watch(&WatchParams::default().labels(SERVICE_LABEL), &rv)
+async fn watch_greeter(
+    slices: &Api<EndpointSlice>,
+    rv: &str,
+) -> impl Stream<Item = kube::Result<WatchEvent<EndpointSlice>>> + Unpin + use<> {
+    slices
+        .watch(&WatchParams::default().labels(SERVICE_LABEL), rv)
         .await
         .expect("watch starts")
-        .boxed();
+        .boxed()
+}
+
+fn relabel(server: &FakeApiServer, service: &str) {
+    server
+        .patch(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            Some("default"),
+            "greeter-a",
+            &json!({ "metadata": { "labels": { "kubernetes.io/service-name": service } } }),
+        )
+        .expect("relabel");
+}
+
+#[tokio::test]
+async fn a_watch_sees_changes_of_what_its_selector_selects_only() {
+    let (server, slices, rv) = setup().await;
+    let mut stream = watch_greeter(&slices, &rv).await;
     server
         .create(slice("other-a", "other", "10.0.0.9"))
         .expect("created");
     set_address(&server, "greeter-a", "10.0.0.2");
     let WatchEvent::Modified(modified) = next_event(&mut stream).await else {
-        panic!("expected MODIFIED")
+        panic!("expected MODIFIED, not the other service's ADDED")
     };
     assert_eq!(first_address(&modified).as_deref(), Some("10.0.0.2"));
+}
 
-    server
-        .patch(
-            "discovery.k8s.io/v1",
-            "EndpointSlice",
-            Some("default"),
-            "greeter-a",
-            &json!({ "metadata": { "labels": { "kubernetes.io/service-name": "moved" } } }),
-        )
-        .expect("relabel");
+#[tokio::test]
+async fn leaving_the_selector_is_deleted_and_entering_it_added() {
+    let (server, slices, rv) = setup().await;
+    let mut stream = watch_greeter(&slices, &rv).await;
+    relabel(&server, "moved");
     assert!(
         matches!(next_event(&mut stream).await, WatchEvent::Deleted(_)),
         "leaving the selector is a DELETED"
     );
-    server
-        .patch(
-            "discovery.k8s.io/v1",
-            "EndpointSlice",
-            Some("default"),
-            "greeter-a",
-            &json!({ "metadata": { "labels": { "kubernetes.io/service-name": "greeter" } } }),
-        )
-        .expect("relabel back");
+    relabel(&server, "greeter");
     assert!(
         matches!(next_event(&mut stream).await, WatchEvent::Added(_)),
         "entering the selector is an ADDED"
@@ -91,7 +105,12 @@ async fn raw_watch_sees_changes_selectors_and_410() {
         next_event(&mut stream).await,
         WatchEvent::Deleted(_)
     ));
+}
 
+#[tokio::test]
+async fn bookmarks_carry_the_current_resource_version() {
+    let (server, slices, rv) = setup().await;
+    let mut stream = watch_greeter(&slices, &rv).await;
     let bookmark = loop {
         let event = tokio::time::timeout(PHASE, stream.next())
             .await
@@ -106,7 +125,12 @@ async fn raw_watch_sees_changes_selectors_and_410() {
         bookmark.metadata.resource_version,
         server.resource_version().to_string()
     );
+}
 
+#[tokio::test]
+async fn a_watch_from_before_a_compaction_gets_410_expired() {
+    let (server, slices, rv) = setup().await;
+    set_address(&server, "greeter-a", "10.0.0.2");
     server.restart_with_compaction();
     let mut stale = slices
         .watch(&WatchParams::default(), &rv)
