@@ -25,13 +25,22 @@ fn refusal(answer: &Admission) -> String {
     status["message"].as_str().expect("a message").to_owned()
 }
 
-#[tokio::test]
-async fn host_network_port_clashes_and_open_upstreams_are_not_injected() {
+async fn injector() -> (Process, Conn) {
     let injector = Process::start(&[]).await;
-    let mut conn = client::connect(injector.addr, &injector.ca.pem(), Proto::H2)
+    let conn = client::connect(injector.addr, &injector.ca.pem(), Proto::H2)
         .await
         .expect("connect");
+    (injector, conn)
+}
 
+async fn assert_counted(conn: &mut Conn, series: &str) {
+    let metrics = conn.get("/metrics").await.text();
+    assert!(metrics.contains(series), "{series} in {metrics}");
+}
+
+#[tokio::test]
+async fn a_host_network_pod_is_left_alone_with_a_warning() {
+    let (_injector, mut conn) = injector().await;
     let mut host = bare();
     set(&mut host, "/request/object/spec/hostNetwork", json!(true));
     let answer = review(&mut conn, &host).await;
@@ -41,7 +50,12 @@ async fn host_network_port_clashes_and_open_upstreams_are_not_injected() {
         answer.warnings[0].contains("hostNetwork") && answer.warnings[0].contains("not added"),
         "{answer:?}"
     );
+    assert_counted(&mut conn, r#"result="skipped",reason="host-network"} 1"#).await;
+}
 
+#[tokio::test]
+async fn a_container_on_a_sidecar_port_is_refused_naming_container_and_port() {
+    let (_injector, mut conn) = injector().await;
     for port in [4140, 4191] {
         let mut clash = bare();
         set(
@@ -55,7 +69,12 @@ async fn host_network_port_clashes_and_open_upstreams_are_not_injected() {
             "{message}"
         );
     }
+    assert_counted(&mut conn, r#"result="refused",reason="port-clash"} 2"#).await;
+}
 
+#[tokio::test]
+async fn an_init_container_on_an_upstreams_port_is_refused_naming_both() {
+    let (_injector, mut conn) = injector().await;
     let mut clash = with_annotations(
         bare(),
         &[("sidelb.io/upstreams", "greeter.default:50051=15001")],
@@ -71,7 +90,12 @@ async fn host_network_port_clashes_and_open_upstreams_are_not_injected() {
             && message.contains("upstream `greeter.default:50051`"),
         "{message}"
     );
+    assert_counted(&mut conn, r#"result="refused",reason="port-clash"} 1"#).await;
+}
 
+#[tokio::test]
+async fn an_upstream_listening_beyond_loopback_is_refused_naming_the_entry() {
+    let (_injector, mut conn) = injector().await;
     let open = with_annotations(
         bare(),
         &[("sidelb.io/upstreams", "greeter.default:50051=0.0.0.0:15001")],
@@ -83,18 +107,18 @@ async fn host_network_port_clashes_and_open_upstreams_are_not_injected() {
             && message.contains("not loopback"),
         "{message}"
     );
+    assert_counted(
+        &mut conn,
+        r#"result="refused",reason="invalid-annotation"} 1"#,
+    )
+    .await;
+}
 
+#[tokio::test]
+async fn a_plain_pod_is_injected_without_warnings() {
+    let (_injector, mut conn) = injector().await;
     let plain = review(&mut conn, &bare()).await;
     assert!(plain.allowed && plain.patch.is_some(), "{plain:?}");
     assert!(plain.warnings.is_empty(), "{plain:?}");
-
-    let metrics = conn.get("/metrics").await.text();
-    for series in [
-        r#"result="skipped",reason="host-network"} 1"#,
-        r#"result="refused",reason="port-clash"} 3"#,
-        r#"result="refused",reason="invalid-annotation"} 1"#,
-        r#"result="injected",reason="native-sidecar"} 1"#,
-    ] {
-        assert!(metrics.contains(series), "{series} in {metrics}");
-    }
+    assert_counted(&mut conn, r#"result="injected",reason="native-sidecar"} 1"#).await;
 }
