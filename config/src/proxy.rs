@@ -97,6 +97,8 @@ pub struct ProxyConfig {
     pub slow_start: Option<Duration>,
     pub shutdown_grace: Duration,
     pub drain_timeout: Duration,
+    /// The request header whose value picks the pod (lower case); `None`: no affinity.
+    pub hash_header: Option<String>,
 }
 
 impl ProxyConfig {
@@ -174,6 +176,7 @@ impl ProxyConfig {
             slow_start: nonzero(dur(s::SLOW_START)?),
             shutdown_grace: dur(s::SHUTDOWN_GRACE)?,
             drain_timeout: dur(s::DRAIN_TIMEOUT)?,
+            hash_header: at(s::HASH_HEADER, value::header_name(&get(s::HASH_HEADER)?))?,
         };
         at(
             s::UPSTREAMS,
@@ -242,6 +245,7 @@ mod tests {
         assert_eq!(c.retry_budget_percent, 20);
         assert_eq!(c.retry_budget_min_per_second, 10);
         assert_eq!(c.slow_start, None);
+        assert_eq!(c.hash_header, None);
     }
 
     #[test]
@@ -252,8 +256,11 @@ mod tests {
             ("POD_NAMESPACE", "shop"),
             ("SIDELB_UPSTREAMS", "orders:grpc=15002"),
             ("SIDELB_KEEPALIVE_INTERVAL", "0s"),
+            ("SIDELB_HASH_HEADER", "X-User"),
         ])
         .unwrap();
+        assert_eq!(c.hash_header.as_deref(), Some("x-user"));
+
         assert_eq!(c.discovery, Discovery::File("/tmp/e.yaml".into()));
         assert_eq!(c.balancer, Balancer::RoundRobin);
         assert_eq!(c.upstreams[0].service.namespace, "shop");

@@ -100,6 +100,7 @@ pub const EJECTION_MAX_PERCENT: &str = "SIDELB_EJECTION_MAX_PERCENT";
 pub const SLOW_START: &str = "SIDELB_SLOW_START";
 pub const SHUTDOWN_GRACE: &str = "SIDELB_SHUTDOWN_GRACE";
 pub const DRAIN_TIMEOUT: &str = "SIDELB_DRAIN_TIMEOUT";
+pub const HASH_HEADER: &str = "SIDELB_HASH_HEADER";
 
 pub const BALANCERS: &[&str] = &["p2c-ewma", "round-robin", "least-request"];
 pub const LOG_FORMATS: &[&str] = &["plain", "json"];
@@ -324,6 +325,13 @@ pub static SETTINGS: &[Setting] = &[
         "30s",
         duration(false),
         "after the grace, longest wait for in-flight requests before exiting",
+    ),
+    setting(
+        HASH_HEADER,
+        Some("sidelb.io/hash-header"),
+        "",
+        Kind::HeaderName,
+        "a request header whose value keeps requests on one pod (consistent hashing with bounded load: a pod over 1.25× the mean in-flight passes the key on); requests without it are balanced as usual; empty turns affinity off",
     ),
 ];
 

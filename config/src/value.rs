@@ -54,6 +54,8 @@ pub enum Kind {
     Count { min: u64, max: u64 },
     /// Free text (names set by the downward API).
     Text,
+    /// An HTTP header name (`x-user-id`), or empty for none.
+    HeaderName,
 }
 
 impl Kind {
@@ -76,6 +78,9 @@ impl Kind {
             }
             Kind::Count { min, max } => format!("a whole number from {min} to {max}"),
             Kind::Text => "any text".into(),
+            Kind::HeaderName => {
+                "an HTTP header name such as `x-user-id` (letters, digits, `-`, `_`, `.`), or empty for none".into()
+            }
         }
     }
 
@@ -105,6 +110,7 @@ impl Kind {
             Kind::Duration { allow_zero } => duration(v, *allow_zero).map(drop),
             Kind::Count { min, max } => count(v, *min, *max).map(drop),
             Kind::Text => Ok(()),
+            Kind::HeaderName => header_name(v).map(drop),
         }
     }
 }
@@ -151,6 +157,29 @@ pub fn count(v: &str, min: u64, max: u64) -> Result<u64, ValueError> {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(not_accepted(Kind::Count { min, max }, v)),
     }
+}
+
+/// A header name, lower-cased as HTTP/2 sends it; `None` when empty.
+/// Pseudo-headers (`:authority`) and connection-level headers are refused.
+pub fn header_name(v: &str) -> Result<Option<String>, ValueError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let token = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let name = v.to_ascii_lowercase();
+    let hop_by_hop = [
+        "connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    if !token || hop_by_hop.contains(&name.as_str()) {
+        return Err(not_accepted(Kind::HeaderName, v));
+    }
+    Ok(Some(name))
 }
 
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
@@ -217,6 +246,15 @@ mod tests {
         assert_eq!(discovery("file:/etc/e.yaml"), Ok(Some("/etc/e.yaml")));
         assert!(discovery("file:").is_err());
         assert!(discovery("dns").is_err());
+    }
+
+    #[test]
+    fn header_names() {
+        assert_eq!(header_name(""), Ok(None));
+        assert_eq!(header_name("X-User-Id"), Ok(Some("x-user-id".into())));
+        for bad in [":authority", "x user", "x-é", "te", "Connection"] {
+            assert!(header_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -274,6 +274,9 @@ pub(crate) struct ServiceView {
     pub(crate) message: Option<String>,
     pub(crate) in_flight: usize,
     pub(crate) ejected: usize,
+    /// `SIDELB_HASH_HEADER`, when requests carrying it are placed by its value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) hash_header: Option<String>,
     pub(crate) endpoints: Vec<EndpointView>,
 }
 
@@ -330,6 +333,7 @@ fn service_view(pool: &Pool) -> ServiceView {
         message,
         in_flight: pool.in_flight(),
         ejected: pool.ejected(),
+        hash_header: pool.hash_header().map(str::to_owned),
         endpoints: endpoints
             .iter()
             .chain(pool.draining().iter())

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub(crate) retries: Family<ServiceLabels, Counter>,
     pub(crate) retries_over_budget: Family<ServiceLabels, Counter>,
     pub(crate) overloaded: Family<ServiceLabels, Counter>,
+    pub(crate) hashed_requests: Family<ServiceLabels, Counter>,
+    pub(crate) hash_passed: Family<ServiceLabels, Counter>,
     /// Unlabelled: a refused service is not worth a series of its own.
     pub(crate) services_refused: Counter,
     pub(crate) ejections: Family<EndpointLabels, Counter>,
@@ -103,6 +105,8 @@ impl Metrics {
             retries: Family::default(),
             retries_over_budget: Family::default(),
             overloaded: Family::default(),
+            hashed_requests: Family::default(),
+            hash_passed: Family::default(),
             services_refused: Counter::default(),
             ejections: Family::default(),
             rate_limited: Family::default(),
@@ -147,6 +151,16 @@ impl Metrics {
             "overloaded",
             "Requests refused because the service had too many in flight",
             m.overloaded.clone(),
+        );
+        registry.register(
+            "hashed_requests",
+            "Requests that carried the SIDELB_HASH_HEADER header and were placed by its value",
+            m.hashed_requests.clone(),
+        );
+        registry.register(
+            "hash_passed",
+            "Hashed requests sent past their key's pod: it was over 1.25x the mean in-flight, or could not take them",
+            m.hash_passed.clone(),
         );
         registry.register(
             "services_refused",
@@ -198,6 +212,8 @@ impl Metrics {
         self.retries.remove(&labels);
         self.retries_over_budget.remove(&labels);
         self.overloaded.remove(&labels);
+        self.hashed_requests.remove(&labels);
+        self.hash_passed.remove(&labels);
     }
 
     /// Removes the per-endpoint series (but the request counters) of an
@@ -247,6 +263,8 @@ mod tests {
             endpoint: "127.0.0.1:9".into(),
         };
         m.retries.get_or_create(&service).inc();
+        m.hashed_requests.get_or_create(&service).inc();
+        m.hash_passed.get_or_create(&service).inc();
         m.request_duration.get_or_create(&service).observe(0.1);
         m.connect_failures.get_or_create(&endpoint).inc();
         m.ejected.get_or_create(&endpoint).set(1);

@@ -15,6 +15,7 @@
 //! configured upstreams, the services an endpoints file lists) count
 //! towards it but are never refused: they are the operator's choice.
 
+pub(crate) mod hash;
 pub mod outlier;
 pub mod pick;
 pub(crate) mod pool;

@@ -81,14 +81,7 @@ struct Choice<'c, 'a> {
 
 impl Choice<'_, '_> {
     fn usable(&self, ep: &Endpoint) -> bool {
-        let cx = self.cx;
-        let reachable = match cx.protocol {
-            Protocol::Http2 => ep.is_ready(),
-            Protocol::Http1 => ep.state() != ConnState::Down,
-        };
-        reachable
-            && !cx.exclude.is_some_and(|x| std::ptr::eq(x, ep))
-            && (self.allow_ejected || !cx.outlier.is_out(ep, cx.now_us))
+        usable(self.cx, ep, self.allow_ejected)
     }
 
     /// One of two usable endpoints, by cost.
@@ -169,6 +162,18 @@ impl Choice<'_, '_> {
         let weight = weight(self.cx, ep);
         weight >= 1.0 || rng.f64() < weight
     }
+}
+
+/// Whether `ep` can take the request: reachable by its protocol, not
+/// excluded, and in rotation unless `allow_ejected`.
+pub(super) fn usable(cx: &PickContext<'_>, ep: &Endpoint, allow_ejected: bool) -> bool {
+    let reachable = match cx.protocol {
+        Protocol::Http2 => ep.is_ready(),
+        Protocol::Http1 => ep.state() != ConnState::Down,
+    };
+    reachable
+        && !cx.exclude.is_some_and(|x| std::ptr::eq(x, ep))
+        && (allow_ejected || !cx.outlier.is_out(ep, cx.now_us))
 }
 
 /// 0 < weight ≤ 1: how much of a full share `ep` may take now.

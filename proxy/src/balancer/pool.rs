@@ -5,8 +5,9 @@
 //! updates build the next one. An endpoint present in both keeps its `Arc`:
 //! its connection, in-flight count and latency estimate carry over.
 
+use super::hash::Affinity;
 use super::outlier::Outlier;
-use super::pick::{PickContext, Protocol, pick};
+use super::pick::{PickContext, Protocol, pick, usable};
 use crate::discovery::{EndpointMeta, Update};
 use crate::endpoint::{ConnState, Endpoint, ServiceContext, driver, request_counter};
 use crate::metrics::{Metrics, RequestLabels, ServiceLabels};
@@ -111,6 +112,8 @@ pub(crate) struct Pool {
     /// the pool (endpoints remove their own).
     local_series: Mutex<HashSet<RequestLabels>>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// With `SIDELB_HASH_HEADER`: the ring over `endpoints`.
+    affinity: Option<Affinity>,
     /// Removed endpoints that still have requests in flight.
     draining: Mutex<Vec<Weak<Endpoint>>>,
     resolution: Mutex<Resolution>,
@@ -162,6 +165,10 @@ impl Pool {
                 percent,
             ),
             counters: PoolMetrics::new(&metrics, &name),
+            affinity: config
+                .hash_header
+                .as_deref()
+                .and_then(|header| Affinity::new(header, &metrics, &name)),
             local_series: Mutex::new(HashSet::new()),
             outlier: Arc::new(Outlier::new(&config, metrics.clone(), changed.clone())),
             service: Arc::new(ServiceContext {
@@ -281,13 +288,41 @@ impl Pool {
         exclude: Option<&Endpoint>,
         wait: Duration,
     ) -> Result<Arc<Endpoint>, NoEndpoint> {
+        self.pick_for(None, protocol, exclude, wait).await
+    }
+
+    /// The header `SIDELB_HASH_HEADER` names, if set.
+    pub(crate) fn hash_header(&self) -> Option<&str> {
+        self.affinity.as_ref().map(Affinity::header)
+    }
+
+    /// As [`Self::pick`], for a request with `headers`: one carrying the
+    /// hash header goes to the pod its value picks (see [`super::hash`]).
+    pub(crate) async fn pick_by_headers(
+        &self,
+        headers: &http::HeaderMap,
+        protocol: Protocol,
+        exclude: Option<&Endpoint>,
+        wait: Duration,
+    ) -> Result<Arc<Endpoint>, NoEndpoint> {
+        let key = self.affinity.as_ref().and_then(|a| a.key(headers));
+        self.pick_for(key, protocol, exclude, wait).await
+    }
+
+    async fn pick_for(
+        &self,
+        key: Option<&[u8]>,
+        protocol: Protocol,
+        exclude: Option<&Endpoint>,
+        wait: Duration,
+    ) -> Result<Arc<Endpoint>, NoEndpoint> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut rng = fastrand::Rng::new();
         loop {
             let changed = self.service.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let err = match self.pick_now(protocol, exclude, &mut rng) {
+            let err = match self.pick_now(key, protocol, exclude, &mut rng) {
                 Ok(ep) => return Ok(ep),
                 Err(e) => e,
             };
@@ -296,7 +331,7 @@ impl Pool {
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(self
-                    .pick_now(protocol, exclude, &mut rng)
+                    .pick_now(key, protocol, exclude, &mut rng)
                     .err()
                     .unwrap_or(err));
             }
@@ -305,6 +340,7 @@ impl Pool {
 
     fn pick_now(
         &self,
+        key: Option<&[u8]>,
         protocol: Protocol,
         exclude: Option<&Endpoint>,
         rng: &mut fastrand::Rng,
@@ -319,6 +355,13 @@ impl Pool {
             slow_start_us: self.config.slow_start.map(us),
             next: &self.next,
         };
+        // A key whose pods are all ejected is balanced as usual, which
+        // knows when to use an ejected endpoint.
+        if let (Some(key), Some(affinity)) = (key, &self.affinity)
+            && let Some(ep) = affinity.place(key, self.in_flight(), |ep| usable(&cx, ep, false))
+        {
+            return Ok(ep);
+        }
         pick(&endpoints, &cx, rng).ok_or_else(|| self.why_none(&endpoints))
     }
 
@@ -441,6 +484,9 @@ impl Pool {
             endpoints = next.len(),
             "endpoints updated"
         );
+        if let Some(affinity) = &self.affinity {
+            affinity.rebuild(&next);
+        }
         self.endpoints.store(Arc::new(next));
         let resolution = match no_service {
             Some(why) => {

@@ -54,7 +54,9 @@ pub(crate) async fn forward(
     let wait = pool.config().connect_timeout;
     let mut failed: Option<Arc<Endpoint>> = None;
     loop {
-        let ep = pool.pick(Protocol::Http1, failed.as_deref(), wait).await?;
+        let ep = pool
+            .pick_by_headers(&head.headers, Protocol::Http1, failed.as_deref(), wait)
+            .await?;
         let in_flight = ep.start_request();
         let started = Instant::now();
         let req = request(head, &ep, slot);

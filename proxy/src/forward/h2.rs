@@ -168,7 +168,8 @@ async fn exchange(
     let mut failed: Option<Arc<Endpoint>> = None;
     loop {
         let ep = match (
-            pool.pick(Protocol::Http2, failed.as_deref(), wait).await,
+            pool.pick_by_headers(&head.headers, Protocol::Http2, failed.as_deref(), wait)
+                .await,
             &failed,
         ) {
             (Ok(ep), _) => ep,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_access;
+mod affinity;
 mod balance;
 mod config;
 mod connections;
