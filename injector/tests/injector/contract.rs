@@ -6,7 +6,7 @@ use crate::support::TestInjector;
 use crate::support::client::Proto;
 use crate::support::reviews::{job, proxy, with_annotations};
 use serde_json::Value;
-use sidelb_config::{Balancer, ProxyConfig, SETTINGS};
+use sidelb_config::{Balancer, ProxyConfig, SETTINGS, settings};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -96,10 +96,10 @@ async fn every_annotated_setting_reaches_the_proxy() {
         .map(|s| {
             (
                 s.annotation.unwrap_or_default(),
-                if s.default.is_empty() {
-                    "greeter:50051=15001"
-                } else {
-                    s.default
+                match (s.env, s.default) {
+                    (settings::HASH_HEADER, _) => "x-user-id",
+                    (_, "") => "greeter:50051=15001",
+                    (_, default) => default,
                 },
             )
         })
