@@ -33,6 +33,8 @@ pub const LIVE_PATH: &str = "/live";
 pub const READY_PATH: &str = "/ready";
 pub const METRICS_PATH: &str = "/metrics";
 pub const ENDPOINTS_PATH: &str = "/endpoints";
+/// `GET`: the tracing filter in force; `PUT`: a new one, applied at once.
+pub const LOG_LEVEL_PATH: &str = "/log-level";
 
 /// The admin paths that answer anyone who reaches the port (the kubelet,
 /// Prometheus). Every other path, present or added later, answers only

@@ -6,6 +6,9 @@
 //!   upstream (and the endpoints file was read), 503 with the reason before.
 //! - `/metrics`: Prometheus text.
 //! - `/endpoints`: JSON, every service and the state of each endpoint.
+//! - `/log-level`: `GET` the tracing filter, `PUT` a new one (the body, at
+//!   most [`MAX_FILTER_BYTES`]), applied at once; a bad one is refused
+//!   with the parser's reason and the old one stays.
 //!
 //! The injected sidecar's admin port listens on the pod IP so that the
 //! kubelet can probe it, which makes it reachable by every pod in the
@@ -24,11 +27,12 @@
 
 use crate::balancer::{Balancers, Pool, Resolution};
 use crate::endpoint::{ConnState, Endpoint};
+use crate::logging::LogFilter;
 use crate::metrics::{Metrics, StateLabels};
 use crate::time::{now_us, us};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
@@ -45,6 +49,8 @@ use tokio::net::TcpListener;
 pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// A connection with no request for this long is closed.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest log filter `PUT /log-level` takes; longer ones get 413.
+pub(crate) const MAX_FILTER_BYTES: usize = 4096;
 
 pub(crate) struct Admin {
     pub(crate) balancers: Arc<Balancers>,
@@ -57,6 +63,7 @@ pub(crate) struct Admin {
     pub(crate) pod_namespace: String,
     /// Also how long a connection may take to send a request head.
     pub(crate) header_read_timeout: Duration,
+    pub(crate) log: LogFilter,
 }
 
 /// Serves every listener of the admin address, under one connection cap.
@@ -106,7 +113,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(&req, peer, admin_port)) }
+                async move { Ok::<_, Infallible>(admin.handle(req, peer, admin_port).await) }
             });
             let ended = sidelb_serve::serve_connection(
                 &builder,
@@ -145,21 +152,21 @@ fn text(
 const PLAIN: &str = "text/plain; charset=utf-8";
 
 impl Admin {
-    fn handle(
+    async fn handle(
         &self,
-        req: &Request<Incoming>,
+        req: Request<Incoming>,
         peer: SocketAddr,
         admin_port: u16,
     ) -> Response<Full<Bytes>> {
-        let path = req.uri().path();
-        if !allowed(path, peer) {
+        let path = req.uri().path().to_owned();
+        if !allowed(&path, peer) {
             return text(
                 StatusCode::FORBIDDEN,
-                self.loopback_only(path, peer.ip().to_canonical(), admin_port),
+                self.loopback_only(&path, peer.ip().to_canonical(), admin_port),
                 PLAIN,
             );
         }
-        match path {
+        match path.as_str() {
             names::LIVE_PATH => text(StatusCode::OK, "live\n", PLAIN),
             names::READY_PATH => match (self.ready)() {
                 Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
@@ -182,12 +189,90 @@ impl Admin {
                 let body = serde_json::to_vec_pretty(&view).unwrap_or_default();
                 text(StatusCode::OK, body, "application/json")
             }
+            names::LOG_LEVEL_PATH => self.log_level(req).await,
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /live, /ready, /metrics or /endpoints\n",
+                "not found; try /live, /ready, /metrics, /endpoints or /log-level\n",
                 PLAIN,
             ),
         }
+    }
+
+    async fn log_level(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match *req.method() {
+            Method::GET => text(StatusCode::OK, format!("{}\n", self.log.current()), PLAIN),
+            Method::PUT => {
+                let filter = match self.read_filter(req).await {
+                    Ok(filter) => filter,
+                    Err(refused) => return refused,
+                };
+                match self.log.set(&filter) {
+                    Ok(()) => {
+                        let now = self.log.current();
+                        tracing::info!("log filter set to `{now}` (PUT {})", names::LOG_LEVEL_PATH);
+                        text(StatusCode::OK, format!("{now}\n"), PLAIN)
+                    }
+                    Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n"), PLAIN),
+                }
+            }
+            _ => {
+                let mut res = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!(
+                        "{} takes GET (the filter) or PUT (a new filter as the body)\n",
+                        names::LOG_LEVEL_PATH
+                    ),
+                    PLAIN,
+                );
+                res.headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static("GET, PUT"));
+                res
+            }
+        }
+    }
+
+    /// The body of a `PUT /log-level`, or the answer refusing it.
+    async fn read_filter(&self, req: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
+        let too_long = || {
+            text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a log filter is at most {MAX_FILTER_BYTES} bytes\n"),
+                PLAIN,
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_FILTER_BYTES as u64) {
+            return Err(too_long());
+        }
+        let read = Limited::new(req.into_body(), MAX_FILTER_BYTES).collect();
+        let body = match tokio::time::timeout(self.header_read_timeout, read).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(too_long());
+            }
+            Ok(Err(e)) => {
+                let why = format!("reading the filter: {e}\n");
+                return Err(text(StatusCode::BAD_REQUEST, why, PLAIN));
+            }
+            Err(_) => {
+                let why = format!(
+                    "the filter did not arrive within {:?}\n",
+                    self.header_read_timeout
+                );
+                return Err(text(StatusCode::REQUEST_TIMEOUT, why, PLAIN));
+            }
+        };
+        String::from_utf8(body.to_vec()).map_err(|_| {
+            let why = format!(
+                "the log filter is not UTF-8 text; the filter stays `{}`\n",
+                self.log.current()
+            );
+            text(StatusCode::BAD_REQUEST, why, PLAIN)
+        })
     }
 
     fn loopback_only(&self, path: &str, peer: std::net::IpAddr, port: u16) -> String {

@@ -9,6 +9,7 @@ use crate::discovery::kubernetes::{KubernetesDiscovery, KubernetesError};
 use crate::drain::DrainController;
 use crate::forward::h1::H1Client;
 use crate::listener::{self, Shared};
+use crate::logging::LogFilter;
 use crate::metrics::Metrics;
 use crate::router::{AuthorityRouter, Route};
 use sidelb_config::{Discovery, ProxyConfig};
@@ -50,8 +51,9 @@ pub struct Running {
     config: Arc<ProxyConfig>,
 }
 
-/// Starts every part; returns once all listeners are bound.
-pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
+/// Starts every part, `log` being the process's log filter; returns once
+/// all listeners are bound.
+pub async fn start(config: ProxyConfig, log: LogFilter) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let discover: Arc<dyn Discover> = match &config.discovery {
@@ -110,6 +112,7 @@ pub async fn start(config: ProxyConfig) -> Result<Running, StartError> {
         pod_name: config.pod_name.clone(),
         pod_namespace: config.pod_namespace.clone(),
         header_read_timeout: config.header_read_timeout,
+        log,
     });
     for listener in &admin_listeners {
         if let Ok(addr) = listener.local_addr() {

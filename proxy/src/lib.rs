@@ -11,7 +11,8 @@
 //! ```
 //!
 //! [`discovery`] feeds each service's [`balancer`] with reset/add/remove
-//! updates; [`admin`] shows what the proxy knows; [`app`] wires it together
+//! updates; [`admin`] shows what the proxy knows (and changes the
+//! [`logging`] filter); [`app`] wires it together
 //! and runs the shutdown sequence.
 
 pub(crate) mod admin;
@@ -23,6 +24,7 @@ pub mod endpoint;
 pub mod forward;
 pub mod http1;
 pub(crate) mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod router;
 pub mod time;

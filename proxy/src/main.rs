@@ -4,7 +4,8 @@
 //! start.
 
 use clap::{Arg, Command};
-use sidelb_config::{LogFormat, ProxyConfig, SETTINGS};
+use sidelb_config::{ProxyConfig, SETTINGS};
+use sidelb_proxy::logging::LogFilter;
 use std::process::ExitCode;
 
 /// jemalloc, with one arena: every request allocates and frees a few small
@@ -44,36 +45,6 @@ fn display_default(default: &str) -> &str {
     if default.is_empty() { "none" } else { default }
 }
 
-/// What `kube` may log unless `SIDELB_LOG` names it: its client and watcher
-/// log every failed request and every retry of a watch (some at ERROR),
-/// while Kubernetes discovery reports the same failures itself, once per
-/// run, with what to do. Warnings about its configuration and CA reloads stay.
-const KUBE_LOG_DIRECTIVES: &[&str] = &[
-    "kube_client::client=error",
-    "kube_client::client::builder=off",
-    "kube_client::client::tls=warn",
-    "kube_runtime=error",
-];
-
-fn init_logging(config: &ProxyConfig) {
-    let mut filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if !config.log.contains("kube") {
-        for directive in KUBE_LOG_DIRECTIVES {
-            if let Ok(directive) = directive.parse() {
-                filter = filter.add_directive(directive);
-            }
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Plain => builder.with_ansi(false).init(),
-    }
-}
-
 fn main() -> ExitCode {
     let matches = command().get_matches();
     let config = match ProxyConfig::from_lookup(|env| matches.get_one::<String>(env).cloned()) {
@@ -83,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    let log = LogFilter::init(&config);
     let runtime = if config.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -102,7 +73,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        match sidelb_proxy::app::start(config).await {
+        match sidelb_proxy::app::start(config, log).await {
             Ok(running) => {
                 running.run_until_signal().await;
                 ExitCode::SUCCESS

@@ -1,6 +1,7 @@
 //! A plain HTTP/1.1 GET, for the proxy's admin server (`/ready`,
-//! `/endpoints`, `/metrics`), and the same over TLS ([`get_https`]) for the
-//! injector's `/metrics`.
+//! `/endpoints`, `/metrics`), the same over TLS ([`get_https`]) for the
+//! injector's `/metrics`, and any other method with a body ([`send`]), for
+//! `PUT /log-level`.
 //!
 //! One request per connection with hyper's client, bounded in time; enough
 //! for probing and reading small documents.
@@ -8,7 +9,7 @@
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -83,6 +84,27 @@ pub async fn get_https(
         .with_context(|| format!("GET {url}: no answer within {GET_TIMEOUT:?}"))?
 }
 
+/// Sends `method` `path` with `body` to `addr`; returns the status, the
+/// response headers and the body as text.
+pub async fn send(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> Result<(StatusCode, HeaderMap, String)> {
+    let url = format!("{method} http://{addr}{path}");
+    let body = body.into();
+    let exchange = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("{url}: connecting"))?;
+        send_on(stream, &url, addr, method, path, &[], body).await
+    };
+    tokio::time::timeout(GET_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("{url}: no answer within {GET_TIMEOUT:?}"))?
+}
+
 /// GETs `path` on an open connection to `addr` (one the caller made, in a
 /// network namespace of its own, say).
 pub async fn get_on(
@@ -92,15 +114,31 @@ pub async fn get_on(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<(StatusCode, HeaderMap, String)> {
+    let method = http::Method::GET;
+    send_on(stream, url, addr, method, path, headers, Bytes::new()).await
+}
+
+async fn send_on(
+    stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    url: &str,
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<(StatusCode, HeaderMap, String)> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .with_context(|| format!("GET {url}: handshake"))?;
     let connection = tokio::spawn(connection);
-    let mut request = Request::get(path).header(http::header::HOST, addr.to_string());
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Empty::<Bytes>::new())?;
+    let request = request.body(Full::new(body))?;
     let response = sender
         .send_request(request)
         .await

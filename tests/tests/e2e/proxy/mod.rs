@@ -14,6 +14,7 @@ mod h2_abuse;
 mod http1;
 mod ipv6;
 mod lifecycle;
+mod log_level;
 mod rate_limits;
 mod smoke;
 mod streaming;
