@@ -22,8 +22,11 @@ use tokio::sync::mpsc::Sender;
 use tonic::Streaming;
 
 const HEADER: &str = "x-user";
-const KEYS: usize = 60;
-const ROUNDS: usize = 3;
+/// Enough keys that the share which moves is measured to a few percent:
+/// the expected third, with the ring's own unevenness, stays far below
+/// the half this test allows.
+const KEYS: usize = 240;
+const ROUNDS: usize = 2;
 const STEP: Duration = Duration::from_secs(10);
 
 /// One unary call with key `key`: the backend that served it.
