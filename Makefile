@@ -21,6 +21,8 @@ CARGO ?= cargo
 #   deps-python  target/venv from tests/requirements.txt; PYTHON=... uses another
 #                interpreter instead (it must have those packages)
 #   deps-node    node_modules/ from package-lock.json
+#   deps-apps    the apps of tests/apps that are built (Go; protoc from apt)
+#                into target/apps
 #   deps-rust    the rustfmt and clippy components
 #   deps-tools   the system tools of TEST_TOOLS (CMD:DEBIAN-PACKAGE), with apt-get
 #   deps-bench   those of BENCH_TOOLS (h2load, nginx, HAProxy)
@@ -35,11 +37,11 @@ TEST_TOOLS := kubectl:kubernetes-client
 BENCH_TOOLS := h2load:nghttp2-client nginx:nginx haproxy:haproxy taskset:util-linux curl:curl
 
 .PHONY: all build release pgo test test-rust test-python lint demo bench fuzz images clean \
-	deps deps-python deps-node deps-rust deps-tools deps-bench
+	deps deps-python deps-node deps-apps deps-rust deps-tools deps-bench
 
 all: build
 
-deps: deps-python deps-node deps-rust deps-tools
+deps: deps-python deps-node deps-apps deps-rust deps-tools
 
 deps-python:
 ifeq ($(PYTHON),$(VENV_PYTHON))
@@ -50,6 +52,9 @@ endif
 
 deps-node:
 	@$(ENSURE) node
+
+deps-apps:
+	@$(ENSURE) go-app
 
 deps-rust:
 	@$(ENSURE) rustup rustfmt clippy

@@ -4,9 +4,11 @@
 It plays a user's app written in another language than the proxy: it dials
 the target (a test backend, or the proxy on localhost) exactly as an app
 would, runs N unary calls and one call of each streaming kind plus metadata,
-large-message and failure checks, and prints one JSON summary on stdout:
+large-message, failure, deadline and cancellation checks, and prints the JSON
+summary every app in tests/apps prints (tests/apps/README.md):
 
-    {"target": "...", "unary": {"calls": N, "by_backend": {...}, "statuses": {...}},
+    {"language": "python", "target": "...",
+     "unary": {"calls": N, "by_backend": {...}, "statuses": {...}},
      "checks": {"server_stream": {"ok": true, "detail": "...", "backends": [...]}, ...}}
 
 The stubs are generated at run time from tests/proto/echo.proto into a
@@ -136,6 +138,40 @@ class Checks:
             ok = code == "FAILED_PRECONDITION" and details == "asked to fail" and backends
             return check(ok, f"{code}: {details}", backends)
 
+    def afterwards(self):
+        """A plain call on the same channel: (backend or None, status name)."""
+        try:
+            reply = self.stub.Unary(self.pb.EchoRequest(payload=b"after"), timeout=self.timeout)
+            return reply.backend, "OK"
+        except self.grpc.RpcError as e:
+            return None, e.code().name
+
+    def deadline(self):
+        try:
+            self.stub.Unary(self.pb.EchoRequest(payload=b"slow", delay_ms=5000), timeout=0.2)
+            code = "OK"
+        except self.grpc.RpcError as e:
+            code = e.code().name
+        backend, next_code = self.afterwards()
+        ok = code == "DEADLINE_EXCEEDED" and next_code == "OK"
+        return check(ok, f"200 ms deadline on a 5 s call: {code}; next call: {next_code}", [backend] if backend else [])
+
+    def cancel(self):
+        request = self.pb.EchoRequest(payload=b"c", reply_count=50, delay_ms=200)
+        call = self.stub.ServerStream(request, timeout=self.timeout)
+        first = next(call)
+        call.cancel()
+        try:
+            for _ in call:
+                pass
+            code = "OK"
+        except self.grpc.RpcError as e:
+            code = e.code().name
+        backend, next_code = self.afterwards()
+        ok = code == "CANCELLED" and next_code == "OK"
+        backends = [first.backend] + ([backend] if backend else [])
+        return check(ok, f"cancelled after the first reply: {code}; next call: {next_code}", backends)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -163,8 +199,8 @@ def main():
         with grpc.insecure_channel(args.target, options=options) as channel:
             grpc.channel_ready_future(channel).result(timeout=args.timeout)
             checks = Checks(grpc, pb, pb_grpc.EchoStub(channel), args.timeout)
-            summary = {"target": args.target, "unary": checks.unary(args.calls), "checks": {}}
-            kinds = ["server_stream", "client_stream", "bidi", "metadata", "failure"]
+            summary = {"language": "python", "target": args.target, "unary": checks.unary(args.calls), "checks": {}}
+            kinds = ["server_stream", "client_stream", "bidi", "metadata", "failure", "deadline", "cancel"]
             for kind in kinds:
                 try:
                     summary["checks"][kind] = getattr(checks, kind)()

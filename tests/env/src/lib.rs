@@ -5,7 +5,8 @@
 //! `target/venv` from `tests/requirements.txt` and installs the npm packages
 //! of `package-lock.json` into `node_modules/` at the workspace root; every
 //! make target that runs tests sets that up first and exports
-//! `SIDELB_PYTHON`. A test run straight from `cargo test` finds the same
+//! `SIDELB_PYTHON`; `make deps-apps` builds the Go and Java apps of
+//! `tests/apps` into `target/apps`. A test run straight from `cargo test` finds the same
 //! environment here, or is told how to create it.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ pub enum Error {
     NoVenv(PathBuf),
     #[error("no npm packages at {0}: run `make deps-node`")]
     NoNodeModules(PathBuf),
+    #[error("no {0} app at {1}: run `make deps` (its step `make deps-apps` builds it)")]
+    NoApp(&'static str, PathBuf),
 }
 
 /// The workspace's root directory (where `Cargo.toml`, `target/` and
@@ -61,5 +64,16 @@ pub fn node_modules() -> Result<PathBuf, Error> {
         Ok(dir)
     } else {
         Err(Error::NoNodeModules(dir))
+    }
+}
+
+/// `target/apps/PATH`, where `make deps-apps` puts the built app of
+/// `language` (`tests/apps/LANGUAGE`), if it is there.
+pub fn app(language: &'static str, path: &str) -> Result<PathBuf, Error> {
+    let app = workspace_root().join("target/apps").join(path);
+    if app.is_file() {
+        Ok(app)
+    } else {
+        Err(Error::NoApp(language, app))
     }
 }

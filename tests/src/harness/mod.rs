@@ -10,7 +10,8 @@
 //! - [`client`]: an `Echo` client on one HTTP/2 connection.
 //! - [`Tally`], [`unary_calls`], [`Load`]: calls run in bounded numbers and
 //!   time, counted per backend and per status.
-//! - [`PythonClient`]: the same checks from a Python grpcio app.
+//! - [`AppClient`]: the same checks from an app in another language (Python,
+//!   Go, Node…) on its own gRPC library, read as one [`AppSummary`].
 //! - [`OpenCall`]: a bidi call held open on a known backend.
 //! - [`RawGrpc`]: a call at the HTTP/2 level, to see trailers-only responses
 //!   and far-end deadlines that gRPC libraries hide.
@@ -71,6 +72,7 @@
 //! # }
 //! ```
 
+pub mod apps;
 pub mod backend;
 pub mod binary;
 pub mod chart;
@@ -90,7 +92,6 @@ pub mod open_call;
 pub mod ports;
 pub mod process;
 pub mod proxy;
-pub mod python;
 pub mod raw_grpc;
 pub mod raw_h2;
 pub mod refusing;
@@ -99,6 +100,7 @@ pub mod setup;
 pub mod tally;
 pub mod wait;
 
+pub use apps::{AppClient, AppSummary, Language};
 pub use backend::{Backend, BackendOptions};
 pub use binary::binary_path;
 pub use client::Echo;
@@ -113,7 +115,6 @@ pub use node_agent::NodeAgent;
 pub use open_call::OpenCall;
 pub use process::Process;
 pub use proxy::{Proxy, ProxyOptions};
-pub use python::{PythonClient, PythonSummary};
 pub use raw_grpc::{PlainResponse, RawGrpc, RawResponse};
 pub use raw_h2::RawH2;
 pub use refusing::RefusingBackend;

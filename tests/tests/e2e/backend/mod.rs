@@ -1,6 +1,6 @@
-//! The test backends and the Python client on their own, so that proxy
+//! The test backends and the apps in other languages on their own, so that proxy
 //! scenarios can rely on what they count and answer.
 
+mod apps;
 mod calls;
 mod lifecycle;
-mod python_client;

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_access;
 mod affinity;
+mod apps;
 mod balance;
 mod config;
 mod connections;

@@ -90,33 +90,24 @@ async fn a_python_app_on_one_channel_is_balanced() {
         .expect("all connected");
     // On the authority listener with the Service's name as the channel's
     // authority, and on the upstream listener.
-    let on_listener = PythonClient {
+    let on_listener = AppClient {
         calls: 150,
-        ..PythonClient::new(proxy.upstream_addr(TARGET).expect("listener"))
+        ..AppClient::new(
+            Language::Python,
+            proxy.upstream_addr(TARGET).expect("listener"),
+        )
     };
-    let by_authority = PythonClient {
+    let by_authority = AppClient {
         calls: 60,
         authority: Some(TARGET.to_string()),
         large_bytes: 0,
-        ..PythonClient::new(proxy.outbound_addr())
+        ..AppClient::new(Language::Python, proxy.outbound_addr())
     };
     for python in [by_authority, on_listener] {
         let summary = python.run().await.expect("Python client runs");
-        assert!(
-            summary.failed_checks().is_empty(),
-            "{:?}",
-            summary.failed_checks()
-        );
-        let mut kinds = vec![
-            "server_stream",
-            "client_stream",
-            "bidi",
-            "metadata",
-            "failure",
-        ];
-        if python.large_bytes > 0 {
-            kinds.push("large");
-        }
+        let kinds = python.checks();
+        let failed = summary.failed_checks(&kinds);
+        assert!(failed.is_empty(), "{failed:?}");
         for kind in kinds {
             let check = summary
                 .checks
