@@ -99,6 +99,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// The request header whose value picks the pod (lower case); `None`: no affinity.
     pub hash_header: Option<String>,
+    /// Most endpoints of one service in use; `0`: all.
+    pub subset_size: usize,
 }
 
 impl ProxyConfig {
@@ -177,6 +179,7 @@ impl ProxyConfig {
             shutdown_grace: dur(s::SHUTDOWN_GRACE)?,
             drain_timeout: dur(s::DRAIN_TIMEOUT)?,
             hash_header: at(s::HASH_HEADER, value::header_name(&get(s::HASH_HEADER)?))?,
+            subset_size: num(s::SUBSET_SIZE)? as usize,
         };
         at(
             s::UPSTREAMS,
@@ -246,6 +249,7 @@ mod tests {
         assert_eq!(c.retry_budget_min_per_second, 10);
         assert_eq!(c.slow_start, None);
         assert_eq!(c.hash_header, None);
+        assert_eq!(c.subset_size, 64);
     }
 
     #[test]
@@ -257,9 +261,11 @@ mod tests {
             ("SIDELB_UPSTREAMS", "orders:grpc=15002"),
             ("SIDELB_KEEPALIVE_INTERVAL", "0s"),
             ("SIDELB_HASH_HEADER", "X-User"),
+            ("SIDELB_SUBSET_SIZE", "0"),
         ])
         .unwrap();
         assert_eq!(c.hash_header.as_deref(), Some("x-user"));
+        assert_eq!(c.subset_size, 0, "0: every endpoint");
 
         assert_eq!(c.discovery, Discovery::File("/tmp/e.yaml".into()));
         assert_eq!(c.balancer, Balancer::RoundRobin);
@@ -288,6 +294,16 @@ mod tests {
             err.starts_with("SIDELB_HEADER_READ_TIMEOUT: `1ns`") && err.contains("from 1ms to 24h"),
             "{err}"
         );
+        for bad in ["-1", "all", "70000"] {
+            let err = parse(&[("SIDELB_SUBSET_SIZE", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("SIDELB_SUBSET_SIZE: `{bad}`"))
+                    && err.contains("a whole number from 0 to 65535"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub const SLOW_START: &str = "SIDELB_SLOW_START";
 pub const SHUTDOWN_GRACE: &str = "SIDELB_SHUTDOWN_GRACE";
 pub const DRAIN_TIMEOUT: &str = "SIDELB_DRAIN_TIMEOUT";
 pub const HASH_HEADER: &str = "SIDELB_HASH_HEADER";
+pub const SUBSET_SIZE: &str = "SIDELB_SUBSET_SIZE";
 
 pub const BALANCERS: &[&str] = &["p2c-ewma", "round-robin", "least-request"];
 pub const LOG_FORMATS: &[&str] = &["plain", "json"];
@@ -184,7 +185,7 @@ pub static SETTINGS: &[Setting] = &[
         None,
         "",
         Kind::Text,
-        "this pod's name, for logs (set from the downward API)",
+        "this pod's name, for logs and the choice of endpoint subsets (set from the downward API; the hostname when empty)",
     ),
     setting(
         LOG,
@@ -332,6 +333,13 @@ pub static SETTINGS: &[Setting] = &[
         "",
         Kind::HeaderName,
         "a request header whose value keeps requests on one pod (consistent hashing with bounded load: a pod over 1.25× the mean in-flight passes the key on); requests without it are balanced as usual; empty turns affinity off",
+    ),
+    setting(
+        SUBSET_SIZE,
+        Some("sidelb.io/subset-size"),
+        "64",
+        count(0, 65_535),
+        "most endpoints of one service this proxy connects to, chosen by rendezvous hashing of the pod's name and each endpoint's address, so that client pods spread evenly over the service's pods; `0` connects to all",
     ),
 ];
 

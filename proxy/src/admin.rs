@@ -26,6 +26,7 @@
 //! kubelet's probes out.
 
 use crate::balancer::{Balancers, Pool, Resolution};
+use crate::discovery::EndpointMeta;
 use crate::endpoint::{ConnState, Endpoint};
 use crate::logging::LogFilter;
 use crate::metrics::{Metrics, StateLabels};
@@ -362,6 +363,9 @@ pub(crate) struct ServiceView {
     /// `SIDELB_HASH_HEADER`, when requests carrying it are placed by its value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) hash_header: Option<String>,
+    /// `SIDELB_SUBSET_SIZE`: most endpoints in use, `0` for all; the
+    /// others are listed as `outside-subset`.
+    pub(crate) subset_size: usize,
     pub(crate) endpoints: Vec<EndpointView>,
 }
 
@@ -369,7 +373,8 @@ pub(crate) struct ServiceView {
 pub(crate) struct EndpointView {
     pub(crate) address: String,
     pub(crate) name: Option<String>,
-    /// `ready`, `connecting`, `down`, `no-http2`, `ejected` or `draining`.
+    /// `ready`, `connecting`, `down`, `no-http2`, `ejected`, `draining`,
+    /// or `outside-subset` (no connection, no requests).
     pub(crate) state: &'static str,
     pub(crate) connection: &'static str,
     pub(crate) connections: usize,
@@ -409,6 +414,7 @@ fn service_view(pool: &Pool) -> ServiceView {
     let key = pool.key();
     let now = now_us();
     let slow_start = pool.config().slow_start.map(us);
+    let draining = pool.draining();
     ServiceView {
         service: pool.name().to_owned(),
         name: key.name.clone(),
@@ -419,11 +425,40 @@ fn service_view(pool: &Pool) -> ServiceView {
         in_flight: pool.in_flight(),
         ejected: pool.ejected(),
         hash_header: pool.hash_header().map(str::to_owned),
+        subset_size: pool.config().subset_size,
         endpoints: endpoints
             .iter()
-            .chain(pool.draining().iter())
+            .chain(draining.iter())
             .map(|ep| endpoint_view(ep, now, slow_start))
+            .chain(
+                pool.outside_subset()
+                    .into_iter()
+                    .filter(|m| !draining.iter().any(|ep| ep.addr == m.addr))
+                    .map(outside_view),
+            )
             .collect(),
+    }
+}
+
+/// An endpoint of the service outside this proxy's subset.
+fn outside_view(meta: EndpointMeta) -> EndpointView {
+    EndpointView {
+        address: meta.addr.to_string(),
+        name: meta.name,
+        state: "outside-subset",
+        connection: "none",
+        connections: 0,
+        in_flight: 0,
+        ewma_ms: 0.0,
+        requests: 0,
+        failures: 0,
+        consecutive_failures: 0,
+        ejections: 0,
+        ejected_for_ms: None,
+        ejection_ms: None,
+        slow_start_ms: None,
+        rate_limit_penalty: None,
+        last_error: None,
     }
 }
 

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub(crate) request_duration: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     pub(crate) endpoints: Family<StateLabels, Gauge>,
     pub(crate) discovery_updates: Family<ServiceLabels, Counter>,
+    pub(crate) subset_endpoints: Family<ServiceLabels, Gauge>,
     pub(crate) retries: Family<ServiceLabels, Counter>,
     pub(crate) retries_over_budget: Family<ServiceLabels, Counter>,
     pub(crate) overloaded: Family<ServiceLabels, Counter>,
@@ -102,6 +103,7 @@ impl Metrics {
             request_duration: Family::new_with_constructor(latency_histogram),
             endpoints: Family::default(),
             discovery_updates: Family::default(),
+            subset_endpoints: Family::default(),
             retries: Family::default(),
             retries_over_budget: Family::default(),
             overloaded: Family::default(),
@@ -136,6 +138,11 @@ impl Metrics {
             "discovery_updates",
             "Endpoint updates received from discovery",
             m.discovery_updates.clone(),
+        );
+        registry.register(
+            "subset_endpoints",
+            "Endpoints of the service this proxy uses: the subset SIDELB_SUBSET_SIZE chose, or all of them",
+            m.subset_endpoints.clone(),
         );
         registry.register(
             "retries",
@@ -209,6 +216,7 @@ impl Metrics {
         };
         self.request_duration.remove(&labels);
         self.discovery_updates.remove(&labels);
+        self.subset_endpoints.remove(&labels);
         self.retries.remove(&labels);
         self.retries_over_budget.remove(&labels);
         self.overloaded.remove(&labels);
@@ -263,6 +271,7 @@ mod tests {
             endpoint: "127.0.0.1:9".into(),
         };
         m.retries.get_or_create(&service).inc();
+        m.subset_endpoints.get_or_create(&service).set(3);
         m.hashed_requests.get_or_create(&service).inc();
         m.hash_passed.get_or_create(&service).inc();
         m.request_duration.get_or_create(&service).observe(0.1);

@@ -98,6 +98,7 @@ async fn every_annotated_setting_reaches_the_proxy() {
                 s.annotation.unwrap_or_default(),
                 match (s.env, s.default) {
                     (settings::HASH_HEADER, _) => "x-user-id",
+                    (settings::SUBSET_SIZE, _) => "16",
                     (_, "") => "greeter:50051=15001",
                     (_, default) => default,
                 },
@@ -117,6 +118,6 @@ async fn every_annotated_setting_reaches_the_proxy() {
             setting.env
         );
     }
-    parse(&env);
+    assert_eq!(parse(&env).subset_size, 16);
     server.stop().await;
 }

@@ -19,6 +19,7 @@ pub(crate) mod hash;
 pub mod outlier;
 pub mod pick;
 pub(crate) mod pool;
+pub(crate) mod subset;
 
 use crate::discovery::Discover;
 use crate::metrics::Metrics;
@@ -48,6 +49,8 @@ pub(crate) struct Balancers {
     discover: Arc<dyn Discover>,
     config: Arc<ProxyConfig>,
     metrics: Arc<Metrics>,
+    /// This proxy's part of every subset choice.
+    client: u64,
 }
 
 struct PoolEntry {
@@ -61,11 +64,19 @@ impl Balancers {
         config: Arc<ProxyConfig>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let identity = subset::identity(&config);
+        if config.subset_size > 0 {
+            tracing::info!(
+                "at most {} endpoints per service (SIDELB_SUBSET_SIZE), chosen for {identity}",
+                config.subset_size
+            );
+        }
         Arc::new(Balancers {
             pools: RwLock::new(HashMap::new()),
             discover,
             config,
             metrics,
+            client: subset::client(&identity),
         })
     }
 
@@ -161,6 +172,7 @@ impl Balancers {
             self.metrics.clone(),
             self.discover.describe(),
             pinned,
+            self.client,
         ));
         let mut updates = self.discover.subscribe(key);
         let subscriber = pool.clone();

@@ -3,17 +3,21 @@
 //! The endpoint list is an immutable snapshot swapped atomically on each
 //! discovery update, so a request's pick reads it without a lock while
 //! updates build the next one. An endpoint present in both keeps its `Arc`:
-//! its connection, in-flight count and latency estimate carry over.
+//! its connection, in-flight count and latency estimate carry over. With
+//! `SIDELB_SUBSET_SIZE` the snapshot holds only the subset's members
+//! ([`super::subset`]); the others get no endpoint, so no connection.
 
 use super::hash::Affinity;
 use super::outlier::Outlier;
 use super::pick::{PickContext, Protocol, pick, usable};
+use super::subset::Subset;
 use crate::discovery::{EndpointMeta, Update};
 use crate::endpoint::{ConnState, Endpoint, ServiceContext, driver, request_counter};
 use crate::metrics::{Metrics, RequestLabels, ServiceLabels};
 use crate::time::{now_us, us};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use sidelb_config::{ProxyConfig, ServiceKey};
 use std::collections::{HashMap, HashSet};
@@ -56,11 +60,13 @@ pub(crate) enum NoEndpoint {
         source_name: String,
     },
     #[error(
-        "all {count} endpoints of service {service} are failing (last error: {last_error}); check that its pods are running and accept connections"
+        "all {count} endpoints of service {service}{subset} are failing (last error: {last_error}); check that its pods are running and accept connections"
     )]
     AllFailing {
         service: String,
         count: usize,
+        /// Empty, or how the subset leaves other endpoints out.
+        subset: String,
         last_error: String,
     },
 }
@@ -82,6 +88,7 @@ struct PoolMetrics {
     retries_over_budget: Counter,
     overloaded: Counter,
     discovery_updates: Counter,
+    subset_endpoints: Gauge,
 }
 
 impl PoolMetrics {
@@ -95,6 +102,7 @@ impl PoolMetrics {
             retries_over_budget: metrics.retries_over_budget.get_or_create(&labels).clone(),
             overloaded: metrics.overloaded.get_or_create(&labels).clone(),
             discovery_updates: metrics.discovery_updates.get_or_create(&labels).clone(),
+            subset_endpoints: metrics.subset_endpoints.get_or_create(&labels).clone(),
         }
     }
 }
@@ -111,7 +119,10 @@ pub(crate) struct Pool {
     /// The request series of answers the proxy gave itself, removed with
     /// the pool (endpoints remove their own).
     local_series: Mutex<HashSet<RequestLabels>>,
+    /// The members of the subset, or every endpoint when there is none.
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// With `SIDELB_SUBSET_SIZE` above 0: every endpoint, ranked.
+    subset: Option<Mutex<Subset>>,
     /// With `SIDELB_HASH_HEADER`: the ring over `endpoints`.
     affinity: Option<Affinity>,
     /// Removed endpoints that still have requests in flight.
@@ -147,13 +158,16 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// The pool of service port `key`, with no endpoints until discovery
-    /// answers; `source_name` names the discovery source in messages.
+    /// answers; `source_name` names the discovery source in messages,
+    /// `client` is this proxy's part of the subset choice
+    /// ([`super::subset::client`]).
     pub(crate) fn new(
         key: ServiceKey,
         config: Arc<ProxyConfig>,
         metrics: Arc<Metrics>,
         source_name: String,
         pinned: bool,
+        client: u64,
     ) -> Self {
         let name: Arc<str> = key.to_string().into();
         let changed = Arc::new(Notify::new());
@@ -176,10 +190,12 @@ impl Pool {
                 metrics,
                 changed,
             }),
-            key,
-            config,
             source_name,
             endpoints: ArcSwap::from_pointee(Vec::new()),
+            subset: (config.subset_size > 0)
+                .then(|| Mutex::new(Subset::new(config.subset_size, client))),
+            key,
+            config,
             draining: Mutex::new(Vec::new()),
             resolution: Mutex::new(Resolution::Pending),
             resolved: AtomicBool::new(false),
@@ -240,6 +256,16 @@ impl Pool {
 
     pub(crate) fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
         self.endpoints.load_full()
+    }
+
+    /// The endpoints discovery reports that are not in the subset.
+    pub(crate) fn outside_subset(&self) -> Vec<EndpointMeta> {
+        self.subset.as_ref().map_or_else(Vec::new, |s| {
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .outside()
+                .collect()
+        })
     }
 
     /// Removed endpoints still finishing requests.
@@ -425,6 +451,15 @@ impl Pool {
             Resolution::Resolved => NoEndpoint::AllFailing {
                 service,
                 count: endpoints.len(),
+                subset: match self.subset.as_ref().map_or(0, |s| {
+                    s.lock().unwrap_or_else(|p| p.into_inner()).outside_len()
+                }) {
+                    0 => String::new(),
+                    n => format!(
+                        " in this proxy's subset (SIDELB_SUBSET_SIZE={}; {n} more outside it)",
+                        self.config.subset_size
+                    ),
+                },
                 last_error: endpoints
                     .iter()
                     .find_map(|ep| ep.last_error())
@@ -436,9 +471,17 @@ impl Pool {
     /// Applies a discovery update. Its cost follows the update, not the
     /// service: the next snapshot is the current one (sorted by address)
     /// with the removed endpoints taken out and the new ones put in, each
-    /// found by binary search; only a reset looks at every endpoint.
+    /// found by binary search; only a reset looks at every endpoint. With a
+    /// subset, the update is first made one of its members.
     pub(crate) fn apply(&self, update: Update) {
         self.counters.discovery_updates.inc();
+        let update = match &self.subset {
+            Some(subset) => subset
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(update),
+            None => update,
+        };
         let current = self.endpoints.load_full();
         let mut next: Vec<Arc<Endpoint>> = current.as_ref().clone();
         let mut gone: Vec<Arc<Endpoint>> = Vec::new();
@@ -479,6 +522,7 @@ impl Pool {
             }
         }
         self.outlier.set_size(next.len());
+        self.counters.subset_endpoints.set(next.len() as i64);
         tracing::info!(
             service = self.name(),
             endpoints = next.len(),
@@ -596,6 +640,7 @@ mod tests {
             Arc::new(Metrics::new()),
             "test".into(),
             false,
+            0,
         ))
     }
 
@@ -689,6 +734,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_subset_connects_to_its_members_and_keeps_those_that_stay() {
+        let metrics = Arc::new(Metrics::new());
+        let mut config = ProxyConfig::defaults();
+        config.subset_size = 2;
+        let pool = Arc::new(Pool::new(
+            ServiceKey::new("svc", "ns", PortRef::Number(80)),
+            Arc::new(config),
+            metrics.clone(),
+            "test".into(),
+            false,
+            super::super::subset::client("ns/client"),
+        ));
+        pool.apply(Update::Reset((1..=5).map(meta).collect()));
+        let members = pool.endpoints();
+        assert_eq!(members.len(), 2, "only members get an endpoint");
+        let outside: Vec<u16> = pool
+            .outside_subset()
+            .iter()
+            .map(|m| m.addr.port())
+            .collect();
+        assert_eq!(outside.len(), 3);
+        assert!(
+            metrics
+                .encode(|_| ())
+                .contains("sidelb_subset_endpoints{service=\"svc.ns:80\"} 2")
+        );
+
+        pool.apply(Update::Remove(vec![meta(outside[0]).addr]));
+        for (before, now) in members.iter().zip(pool.endpoints().iter()) {
+            assert!(
+                Arc::ptr_eq(before, now),
+                "an outsider's removal changes no member"
+            );
+        }
+        let (gone, stays) = (&members[0], &members[1]);
+        pool.apply(Update::Remove(vec![gone.addr]));
+        let now = pool.endpoints();
+        assert_eq!(now.len(), 2);
+        assert!(gone.is_removed());
+        assert!(
+            now.iter().any(|ep| Arc::ptr_eq(ep, stays)),
+            "the other member stays"
+        );
+        assert_eq!(
+            pool.outside_subset().len(),
+            1,
+            "the next one took the place"
+        );
+        for ep in now.iter() {
+            ep.set_state(ConnState::Down, Some("connection refused".into()));
+        }
+        let err = pool
+            .pick(Protocol::Http2, None, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("all 2 endpoints of service svc.ns:80 in this proxy's subset (SIDELB_SUBSET_SIZE=2; 1 more outside it) are failing"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_removed_endpoint_drains_its_requests_then_goes() {
         let pool = pool(ProxyConfig::defaults());
         pool.apply(Update::Reset(vec![meta(1), meta(2)]));
@@ -753,6 +860,7 @@ mod tests {
             metrics.clone(),
             "test".into(),
             false,
+            0,
         ));
         pool.apply(Update::Reset(vec![meta(1)]));
         find(&pool, 1).count_status(Some(0), 200);

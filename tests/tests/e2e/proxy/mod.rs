@@ -19,3 +19,4 @@ mod log_level;
 mod rate_limits;
 mod smoke;
 mod streaming;
+mod subset;
