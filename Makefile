@@ -21,8 +21,8 @@ CARGO ?= cargo
 #   deps-python  target/venv from tests/requirements.txt; PYTHON=... uses another
 #                interpreter instead (it must have those packages)
 #   deps-node    node_modules/ from package-lock.json
-#   deps-apps    the apps of tests/apps that are built (Go; protoc from apt)
-#                into target/apps
+#   deps-apps    the apps of tests/apps that are built (Go with protoc from apt,
+#                Java with Maven) into target/apps
 #   deps-rust    the rustfmt and clippy components
 #   deps-tools   the system tools of TEST_TOOLS (CMD:DEBIAN-PACKAGE), with apt-get
 #   deps-bench   those of BENCH_TOOLS (h2load, nginx, HAProxy)
@@ -55,6 +55,7 @@ deps-node:
 
 deps-apps:
 	@$(ENSURE) go-app
+	@$(ENSURE) java-app
 
 deps-rust:
 	@$(ENSURE) rustup rustfmt clippy

@@ -6,6 +6,7 @@
 #   scripts/ensure.sh python                 target/venv from tests/requirements.txt
 #   scripts/ensure.sh node                   node_modules/ from package-lock.json
 #   scripts/ensure.sh go-app                 target/apps/bin/go-echo-client from tests/apps/go
+#   scripts/ensure.sh java-app               target/apps/bin/java-echo-client.jar from tests/apps/java
 #   scripts/ensure.sh rustup COMPONENT...    e.g. rustfmt clippy
 #   scripts/ensure.sh apt CMD:PACKAGE...     e.g. kubectl:kubernetes-client h2load:nghttp2-client
 #   scripts/ensure.sh apt PACKAGE...         a Debian package with no command to look for
@@ -170,6 +171,33 @@ ensure_go_app() {
     echo "$key" >"$stamp"
 }
 
+# tests/apps/java, a Maven project whose build directory is
+# target/apps/build/java; Maven's repository (~/.m2) keeps what it downloaded,
+# so a second build only compiles.
+ensure_java_app() {
+    local src=$ROOT/tests/apps/java out=$ROOT/target/apps/bin/java-echo-client.jar
+    local stamp=$ROOT/target/apps/.java-app key
+    ensure_apt javac:default-jdk-headless mvn:maven
+    key=$({
+        java -version 2>&1
+        mvn -v 2>&1 | sed -n 1p
+    } | checksum "$src" "$ROOT/tests/proto")
+    if [ -f "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+        return
+    fi
+    lock java-app
+    if [ -f "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+        return
+    fi
+    say "building the Java app of tests/apps/java into ${out#"$ROOT"/} with Maven (again only when its sources change)"
+    rm -rf "$ROOT/target/apps/build/java"
+    mkdir -p "$(dirname "$out")"
+    mvn -q -B -f "$src/pom.xml" package >&2 ||
+        die "building the Java app failed (see Maven's message above); run make again once it is fixed"
+    cp "$ROOT/target/apps/build/java/echo-client.jar" "$out"
+    echo "$key" >"$stamp"
+}
+
 ensure_rustup() {
     local missing=() component installed
     installed=$(rustup component list --installed 2>/dev/null) ||
@@ -247,14 +275,15 @@ list() {
     echo "$*" | sed 's/,/, /g'
 }
 
-[ $# -ge 1 ] || die "usage: $0 python | node | go-app | rustup COMPONENT... | apt CMD:PACKAGE|PACKAGE..."
+[ $# -ge 1 ] || die "usage: $0 python | node | go-app | java-app | rustup COMPONENT... | apt CMD:PACKAGE|PACKAGE..."
 step=$1
 shift
 case "$step" in
 python) ensure_python ;;
 node) ensure_node ;;
 go-app) ensure_go_app ;;
+java-app) ensure_java_app ;;
 rustup) ensure_rustup "$@" ;;
 apt) ensure_apt "$@" ;;
-*) die "unknown step '$step': python, node, go-app, rustup or apt" ;;
+*) die "unknown step '$step': python, node, go-app, java-app, rustup or apt" ;;
 esac

@@ -40,6 +40,8 @@ pub enum Language {
     Python,
     /// grpc-go, `tests/apps/go`.
     Go,
+    /// grpc-java, `tests/apps/java`.
+    Java,
     /// `@grpc/grpc-js`, `tests/apps/node/echo_client.js`.
     Node,
 }
@@ -50,6 +52,7 @@ impl Language {
         match self {
             Language::Python => "python",
             Language::Go => "go",
+            Language::Java => "java",
             Language::Node => "node",
         }
     }
@@ -64,6 +67,12 @@ impl Language {
                 command
             }
             Language::Go => Command::new(sidelb_test_env::app("Go", "bin/go-echo-client")?),
+            Language::Java => {
+                let jar = sidelb_test_env::app("Java", "bin/java-echo-client.jar")?;
+                let mut command = Command::new("java");
+                command.arg("-jar").arg(jar);
+                command
+            }
             Language::Node => {
                 let grpc = sidelb_test_env::node_modules()?.join("@grpc/grpc-js");
                 if !grpc.is_dir() {

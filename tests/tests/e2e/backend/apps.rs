@@ -39,3 +39,8 @@ async fn the_go_app_passes_every_check_against_a_backend() {
 async fn the_node_app_passes_every_check_against_a_backend() {
     passes_every_check_against_a_backend(Language::Node).await;
 }
+
+#[tokio::test]
+async fn the_java_app_passes_every_check_against_a_backend() {
+    passes_every_check_against_a_backend(Language::Java).await;
+}

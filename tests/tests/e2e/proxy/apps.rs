@@ -92,3 +92,8 @@ async fn a_go_app_is_balanced_over_one_connection() {
 async fn a_node_app_is_balanced_over_one_connection() {
     balanced_over_one_connection(Language::Node).await;
 }
+
+#[tokio::test]
+async fn a_java_app_is_balanced_over_one_connection() {
+    balanced_over_one_connection(Language::Java).await;
+}
