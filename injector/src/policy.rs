@@ -9,12 +9,17 @@
 //! rules the proxy applies to the variable it becomes ([`Setting::check`]): a
 //! pod with a bad value is refused as a whole, with every bad annotation
 //! named, rather than injected with a proxy that would fail to start.
+//!
+//! The sidecar's shutdown grace and drain timeout are fitted into the pod's
+//! own grace period ([`shutdown`]).
+
+mod shutdown;
 
 use crate::config::{self, ProxyResources, RESOURCE_ANNOTATIONS, SidecarDefaults};
 use crate::review::{AdmissionRequest, PodObject};
 use sidelb_config::names;
 use sidelb_config::settings::{self, SETTINGS};
-use sidelb_config::{ProxyConfig, Setting, quantity, upstreams};
+use sidelb_config::{ProxyConfig, Setting, quantity, upstreams, value};
 use std::collections::BTreeMap;
 
 /// What to do with one admission request.
@@ -99,10 +104,6 @@ pub enum PolicyError {
     #[error("request.object is not a Pod: {0}")]
     NotAPod(#[from] serde_json::Error),
 }
-
-/// How long a classic sidecar keeps serving after SIGTERM, so the app can
-/// finish its own shutdown through it.
-pub const CLASSIC_SHUTDOWN_GRACE: &str = "10s";
 
 /// Names the container `kubectl logs` and `exec` pick by default, which would
 /// otherwise be the proxy when it is the first container.
@@ -287,14 +288,7 @@ fn plan(
             defaults.native_sidecar
         }),
     };
-    if !native
-        && !proxy_env
-            .iter()
-            .any(|(env, _)| *env == settings::SHUTDOWN_GRACE)
-    {
-        proxy_env.push((settings::SHUTDOWN_GRACE, CLASSIC_SHUTDOWN_GRACE.to_owned()));
-        proxy_env.sort_by_key(|(env, _)| SETTINGS.iter().position(|s| s.env == *env));
-    }
+    let overrun = fit_shutdown(pod, native, &mut proxy_env);
 
     let mut resource = |key: &str, default: &Option<String>| match annotation(key) {
         None => default.clone(),
@@ -363,8 +357,75 @@ fn plan(
         resources,
         token_volume: automount_off.then(|| free_volume_name(pod)),
         annotations: default_container,
-        warnings: unknown_annotations(annotations),
+        warnings: unknown_annotations(annotations)
+            .into_iter()
+            .chain(overrun)
+            .collect(),
     })
+}
+
+/// Adds the shutdown grace and drain timeout not given, fitted into the
+/// pod's grace period with the given ones; returns a warning when the two
+/// outlast the period.
+fn fit_shutdown(
+    pod: &PodObject,
+    native: bool,
+    proxy_env: &mut Vec<(&'static str, String)>,
+) -> Option<String> {
+    let given = |env: &str| {
+        proxy_env
+            .iter()
+            .find(|(e, _)| *e == env)
+            .map(|(_, v)| v.clone())
+    };
+    let grace_given = given(settings::SHUTDOWN_GRACE);
+    let drain_given = given(settings::DRAIN_TIMEOUT);
+    let parse = |v: &Option<String>, allow_zero| {
+        v.as_deref()
+            .and_then(|v| value::duration(v, allow_zero).ok())
+    };
+    let seconds = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds);
+    let period = shutdown::period(seconds);
+    let fitted = shutdown::fit(
+        period,
+        native,
+        parse(&grace_given, true),
+        parse(&drain_given, false),
+    );
+    if grace_given.is_none()
+        && let Some(grace) = fitted.grace
+    {
+        proxy_env.push((settings::SHUTDOWN_GRACE, shutdown::format(grace)));
+    }
+    if drain_given.is_none() {
+        proxy_env.push((settings::DRAIN_TIMEOUT, shutdown::format(fitted.drain)));
+    }
+    proxy_env.sort_by_key(|(env, _)| SETTINGS.iter().position(|s| s.env == *env));
+
+    let total = fitted.grace.unwrap_or_default() + fitted.drain;
+    if grace_given.is_none() && drain_given.is_none() || total <= period {
+        return None;
+    }
+    let named = |env: &'static str, given: Option<String>, value: std::time::Duration| {
+        let name = Setting::by_env(env)
+            .and_then(|s| s.annotation)
+            .unwrap_or(env);
+        (name, given.unwrap_or_else(|| shutdown::format(value)))
+    };
+    let grace = named(
+        settings::SHUTDOWN_GRACE,
+        grace_given,
+        fitted.grace.unwrap_or_default(),
+    );
+    let drain = named(settings::DRAIN_TIMEOUT, drain_given, fitted.drain);
+    Some(shutdown::overrun(
+        period,
+        (grace.0, &grace.1),
+        (drain.0, &drain.1),
+    ))
 }
 
 fn free_volume_name(pod: &PodObject) -> String {
@@ -673,7 +734,10 @@ mod tests {
         assert!(plan.native);
         assert_eq!(
             plan.proxy_env,
-            [(settings::BALANCER, "round-robin".to_owned())]
+            [
+                (settings::BALANCER, "round-robin".to_owned()),
+                (settings::DRAIN_TIMEOUT, "28s".to_owned())
+            ]
         );
         assert_eq!(plan.resources.memory_limit.as_deref(), Some("128Mi"));
         assert_eq!(
@@ -687,25 +751,165 @@ mod tests {
         assert!(plan.warnings[0].contains("sidelb.io/balancr"));
     }
 
+    fn shutdown_env(plan: &Plan) -> Vec<(&'static str, &str)> {
+        plan.proxy_env
+            .iter()
+            .filter(|(env, _)| [settings::SHUTDOWN_GRACE, settings::DRAIN_TIMEOUT].contains(env))
+            .map(|(env, v)| (*env, v.as_str()))
+            .collect()
+    }
+
+    fn with_period(annotations: Value, seconds: Option<i64>) -> Value {
+        let mut spec = app();
+        if let Some(s) = seconds {
+            spec["terminationGracePeriodSeconds"] = json!(s);
+        }
+        with_spec(annotations, spec)
+    }
+
     #[test]
     fn a_classic_sidecar_gets_a_shutdown_grace_and_leaves_the_app_the_default_container() {
-        let (_, plan) = outcome(&annotated(json!({(names::NATIVE_SIDECAR): "false"})));
+        let classic = json!({(names::NATIVE_SIDECAR): "false"});
+        let (_, plan) = outcome(&annotated(classic.clone()));
         let plan = plan.expect("injected");
         assert!(!plan.native);
         assert_eq!(
-            plan.proxy_env,
-            [(settings::SHUTDOWN_GRACE, CLASSIC_SHUTDOWN_GRACE.to_owned())]
+            shutdown_env(&plan),
+            [
+                (settings::SHUTDOWN_GRACE, "10s"),
+                (settings::DRAIN_TIMEOUT, "18s")
+            ],
+            "a third of the default 30s, and the rest less 2s"
         );
+        assert_eq!(plan.proxy_env.len(), 2);
         assert_eq!(plan.annotations, [(DEFAULT_CONTAINER, "app".to_owned())]);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
 
         let (_, plan) = outcome(&annotated(json!({
             (names::NATIVE_SIDECAR): "false",
             "sidelb.io/shutdown-grace": "3s",
         })));
-        let env = plan.expect("injected").proxy_env;
+        let plan = plan.expect("injected");
+        assert_eq!(
+            shutdown_env(&plan),
+            [
+                (settings::SHUTDOWN_GRACE, "3s"),
+                (settings::DRAIN_TIMEOUT, "25s")
+            ]
+        );
+    }
+
+    #[test]
+    fn grace_and_drain_follow_the_pods_grace_period() {
+        let classic = json!({(names::NATIVE_SIDECAR): "false"});
+        let cases = [
+            (
+                classic.clone(),
+                None,
+                vec![
+                    ("SIDELB_SHUTDOWN_GRACE", "10s"),
+                    ("SIDELB_DRAIN_TIMEOUT", "18s"),
+                ],
+            ),
+            (
+                classic.clone(),
+                Some(60),
+                vec![
+                    ("SIDELB_SHUTDOWN_GRACE", "10s"),
+                    ("SIDELB_DRAIN_TIMEOUT", "48s"),
+                ],
+            ),
+            (
+                classic.clone(),
+                Some(5),
+                vec![
+                    ("SIDELB_SHUTDOWN_GRACE", "1666ms"),
+                    ("SIDELB_DRAIN_TIMEOUT", "1667ms"),
+                ],
+            ),
+            (classic, Some(0), vec![("SIDELB_DRAIN_TIMEOUT", "1ms")]),
+            (json!({}), None, vec![("SIDELB_DRAIN_TIMEOUT", "28s")]),
+            (json!({}), Some(60), vec![("SIDELB_DRAIN_TIMEOUT", "30s")]),
+            (json!({}), Some(0), vec![("SIDELB_DRAIN_TIMEOUT", "1ms")]),
+        ];
+        for (annotations, period, expected) in cases {
+            let (got, plan) = outcome(&with_period(annotations.clone(), period));
+            let plan = plan.unwrap_or_else(|| panic!("{annotations} {period:?}: {got}"));
+            assert_eq!(shutdown_env(&plan), expected, "{annotations} {period:?}");
+            assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        }
+    }
+
+    #[test]
+    fn given_values_win_and_a_warning_says_when_they_outlast_the_period() {
+        let given = json!({
+            (names::NATIVE_SIDECAR): "false",
+            "sidelb.io/shutdown-grace": "15s",
+            "sidelb.io/drain-timeout": "30s",
+        });
+        let (_, plan) = outcome(&with_period(given.clone(), None));
+        let plan = plan.expect("admitted, not refused");
+        assert_eq!(
+            shutdown_env(&plan),
+            [
+                (settings::SHUTDOWN_GRACE, "15s"),
+                (settings::DRAIN_TIMEOUT, "30s")
+            ]
+        );
+        let [warning] = &plan.warnings[..] else {
+            panic!("one warning: {:?}", plan.warnings)
+        };
+        for part in [
+            "sidelb.io/shutdown-grace `15s`",
+            "sidelb.io/drain-timeout `30s`",
+            "terminationGracePeriodSeconds of 30s",
+        ] {
+            assert!(warning.contains(part), "{part}: {warning}");
+        }
+        let (_, plan) = outcome(&with_period(given, Some(60)));
         assert!(
-            env.contains(&(settings::SHUTDOWN_GRACE, "3s".to_owned())),
-            "{env:?}"
+            plan.expect("injected").warnings.is_empty(),
+            "45s fit in 60s"
+        );
+
+        // One given: the other takes what is left, or the least there is.
+        let (_, plan) = outcome(&with_period(
+            json!({"sidelb.io/shutdown-grace": "40s"}),
+            None,
+        ));
+        let plan = plan.expect("injected");
+        assert_eq!(
+            shutdown_env(&plan),
+            [
+                (settings::SHUTDOWN_GRACE, "40s"),
+                (settings::DRAIN_TIMEOUT, "1ms")
+            ]
+        );
+        assert!(
+            plan.warnings[0].contains("sidelb.io/drain-timeout `1ms`"),
+            "{:?}",
+            plan.warnings
+        );
+
+        // The injector's own defaults count as given.
+        let mut defaults = defaults();
+        let drain = Setting::by_env(settings::DRAIN_TIMEOUT).expect("a setting");
+        defaults.proxy_env.push((drain, "25s".to_owned()));
+        let pod: PodObject = serde_json::from_value(pod(
+            json!({}),
+            json!({(names::NATIVE_SIDECAR): "false"}),
+            app(),
+        ))
+        .expect("a pod");
+        let Decision::Inject(plan) = decide(&pod, &defaults) else {
+            panic!("injected")
+        };
+        assert_eq!(
+            shutdown_env(&plan),
+            [
+                (settings::SHUTDOWN_GRACE, "3s"),
+                (settings::DRAIN_TIMEOUT, "25s")
+            ]
         );
     }
 

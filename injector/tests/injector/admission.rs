@@ -178,7 +178,15 @@ async fn classic_sidecar_by_annotation_or_injector_default() {
     assert!(!native);
     assert!(sidecar["restartPolicy"].is_null());
     assert!(sidecar["startupProbe"].is_null());
-    assert_eq!(env_values(sidecar)["SIDELB_SHUTDOWN_GRACE"], "10s");
+    let env = env_values(sidecar);
+    assert_eq!(
+        (
+            env["SIDELB_SHUTDOWN_GRACE"].as_str(),
+            env["SIDELB_DRAIN_TIMEOUT"].as_str()
+        ),
+        ("10s", "18s"),
+        "fitted into the pod's 30 s grace period"
+    );
     let annotations = &pod["metadata"]["annotations"];
     assert_eq!(
         annotations["kubectl.kubernetes.io/default-container"], "invoice",
@@ -193,7 +201,9 @@ async fn classic_sidecar_by_annotation_or_injector_default() {
         ],
     );
     let (_, pod) = inject(&server, Proto::H2, &review).await;
-    assert_eq!(env_values(proxy(&pod).0)["SIDELB_SHUTDOWN_GRACE"], "25s");
+    let env = env_values(proxy(&pod).0);
+    assert_eq!(env["SIDELB_SHUTDOWN_GRACE"], "25s");
+    assert_eq!(env["SIDELB_DRAIN_TIMEOUT"], "3s", "what is left of 30 s");
     server.stop().await;
 
     let server = TestInjector::with_args(&["--native-sidecar=false"]).await;
@@ -203,6 +213,102 @@ async fn classic_sidecar_by_annotation_or_injector_default() {
     let review = with_annotations(bare(), &[("sidelb.io/native-sidecar", "true")]);
     let (_, pod) = inject(&server, Proto::H2, &review).await;
     assert_eq!(names(&pod, "initContainers"), ["sidelb-proxy"]);
+    server.stop().await;
+}
+
+fn with_period(review: Value, seconds: Option<i64>) -> Value {
+    let mut review = review;
+    let pointer = "/request/object/spec/terminationGracePeriodSeconds";
+    match seconds {
+        Some(s) => reviews::set(&mut review, pointer, json!(s)),
+        None => {
+            let spec = review["request"]["object"]["spec"].as_object_mut();
+            spec.expect("a spec")
+                .remove("terminationGracePeriodSeconds");
+        }
+    }
+    review
+}
+
+/// The sidecar's shutdown grace and drain timeout as injected.
+fn shutdown_env(pod: &Value) -> (Option<String>, Option<String>) {
+    let env = env_values(proxy(pod).0);
+    (
+        env.get("SIDELB_SHUTDOWN_GRACE").cloned(),
+        env.get("SIDELB_DRAIN_TIMEOUT").cloned(),
+    )
+}
+
+#[tokio::test]
+async fn grace_and_drain_fit_the_pods_grace_period() {
+    let server = TestInjector::start().await;
+    let some = |s: &str| Some(s.to_owned());
+    let cases = [
+        // native, period, (grace, drain)
+        (false, None, (some("10s"), some("18s"))),
+        (false, Some(30), (some("10s"), some("18s"))),
+        (false, Some(60), (some("10s"), some("48s"))),
+        (false, Some(5), (some("1666ms"), some("1667ms"))),
+        (false, Some(0), (None, some("1ms"))),
+        (true, None, (None, some("28s"))),
+        (true, Some(60), (None, some("30s"))),
+        (true, Some(0), (None, some("1ms"))),
+    ];
+    for (native, period, expected) in cases {
+        let native_value = native.to_string();
+        let review = with_annotations(bare(), &[("sidelb.io/native-sidecar", &native_value)]);
+        let review = with_period(review, period);
+        let (answer, pod) = inject(&server, Proto::H2, &review).await;
+        assert_eq!(shutdown_env(&pod), expected, "native {native}, {period:?}");
+        assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn given_grace_and_drain_outlasting_the_period_are_admitted_with_a_warning() {
+    let server = TestInjector::start().await;
+    let review = with_annotations(
+        bare(),
+        &[
+            ("sidelb.io/native-sidecar", "false"),
+            ("sidelb.io/shutdown-grace", "20s"),
+            ("sidelb.io/drain-timeout", "20s"),
+        ],
+    );
+    let (answer, pod) = inject(&server, Proto::H1, &with_period(review.clone(), None)).await;
+    assert_eq!(shutdown_env(&pod), (Some("20s".into()), Some("20s".into())));
+    assert_eq!(answer.warnings.len(), 1, "{:?}", answer.warnings);
+    for part in [
+        "sidelb.io/shutdown-grace `20s`",
+        "sidelb.io/drain-timeout `20s`",
+        "terminationGracePeriodSeconds of 30s",
+    ] {
+        assert!(
+            answer.warnings[0].contains(part),
+            "{part}: {:?}",
+            answer.warnings
+        );
+    }
+    let (answer, _) = inject(&server, Proto::H1, &with_period(review, Some(45))).await;
+    assert!(
+        answer.warnings.is_empty(),
+        "40 s fit in 45 s: {:?}",
+        answer.warnings
+    );
+    server.stop().await;
+
+    let server = TestInjector::with_args(&["--default-drain-timeout=40s"]).await;
+    let (answer, pod) = inject(&server, Proto::H2, &bare()).await;
+    assert_eq!(shutdown_env(&pod), (None, Some("40s".into())));
+    assert!(
+        answer
+            .warnings
+            .iter()
+            .any(|w| w.contains("sidelb.io/drain-timeout `40s`")),
+        "the injector's own default counts as given: {:?}",
+        answer.warnings
+    );
     server.stop().await;
 }
 
