@@ -1,12 +1,13 @@
 //! Wiring: discovery, balancers, listeners, admin server, and the shutdown
-//! sequence (grace, then drain, then exit 0).
+//! sequence (grace, then drain, then the requests still open ended with a
+//! reason at the drain deadline, then exit 0).
 
 use crate::admin::{self, Admin};
 use crate::balancer::Balancers;
 use crate::discovery::Discover;
 use crate::discovery::file::{FileDiscovery, FileError};
 use crate::discovery::kubernetes::{KubernetesDiscovery, KubernetesError};
-use crate::drain::DrainController;
+use crate::drain::{DEADLINE_FLUSH, DrainController, Drained};
 use crate::forward::h1::H1Client;
 use crate::listener::{self, Shared};
 use crate::logging::LogFilter;
@@ -171,12 +172,17 @@ impl Running {
         tracing::info!(
             "draining: no new connections, waiting up to {timeout:?} for in-flight requests"
         );
-        if self.drain.drain(timeout).await {
-            tracing::info!("drained; exiting");
-        } else {
-            tracing::warn!(
-                "drain timeout of {timeout:?} reached with requests still in flight; exiting"
-            );
+        match self.drain.drain(timeout).await {
+            Drained::InTime => tracing::info!("drained; exiting"),
+            Drained::AtDeadline => tracing::warn!(
+                "drain timeout of {timeout:?} (SIDELB_DRAIN_TIMEOUT) reached with requests \
+                 still in flight: answered them UNAVAILABLE (HTTP 503) with the reason; exiting"
+            ),
+            Drained::Cut => tracing::warn!(
+                "drain timeout of {timeout:?} (SIDELB_DRAIN_TIMEOUT) reached with requests \
+                 still in flight, and some connections took their answers for longer than \
+                 {DEADLINE_FLUSH:?}; exiting"
+            ),
         }
     }
 }

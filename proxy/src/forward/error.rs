@@ -34,6 +34,10 @@ pub(crate) enum ProxyError {
         "the request's headers take {size} bytes, over the proxy's limit of {limit} (names, values and 32 bytes per field, as HTTP/2 counts them); send less metadata"
     )]
     HeadersTooLarge { size: usize, limit: usize },
+    #[error(
+        "sidelb-proxy is shutting down and its drain deadline (SIDELB_DRAIN_TIMEOUT, {timeout:?}) passed with this call still open; the call was stopped (the service may have acted on it)"
+    )]
+    DrainDeadline { timeout: Duration },
     /// The app's own request body broke off or was malformed (HTTP/1.1).
     #[error("the request body could not be read: {0}; the request was abandoned")]
     RequestBody(String),

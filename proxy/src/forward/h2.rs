@@ -9,12 +9,18 @@
 //! is retried: the app may have acted on it.
 //!
 //! `grpc-timeout` bounds the whole exchange; a client's `RST_STREAM` drops
-//! the upstream stream, which resets it with CANCEL.
+//! the upstream stream, which resets it with CANCEL. So does the drain
+//! deadline of a proxy shutting down, which answers the app's gRPC call
+//! with UNAVAILABLE and the reason (trailers, or trailers-only if nothing
+//! was answered yet): a status the app's client can retry on, where a cut
+//! connection is an I/O error mid-call. A plain HTTP/2 request gets 503, or
+//! RST_STREAM once its response has begun.
 
 use super::body::{PumpError, RequestBody, pump_response};
 use super::error::ProxyError;
 use super::grpc;
 use crate::balancer::{Pool, Protocol};
+use crate::drain::Deadline;
 use crate::endpoint::Endpoint;
 use crate::time::now_us;
 use bytes::Bytes;
@@ -53,11 +59,12 @@ struct Done {
     http_status: u16,
 }
 
-/// Serves one request from the app.
+/// Serves one request from the app, until it ends or the drain `deadline`.
 pub(crate) async fn serve(
     pool: Result<Arc<Pool>, ProxyError>,
     req: Request<RecvStream>,
     respond: SendResponse<Bytes>,
+    mut deadline: Deadline,
 ) {
     let grpc = grpc::is_grpc(req.headers());
     let mut down = Downstream {
@@ -80,16 +87,25 @@ pub(crate) async fn serve(
     } else {
         None
     };
-    let result = match timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, exchange(&pool, req, &mut down)).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Failure::Proxy(ProxyError::DeadlineExceeded {
-                service: pool.name().to_owned(),
-                timeout,
-            })),
-        },
-        None => exchange(&pool, req, &mut down).await,
+    let bounded = async {
+        match timeout {
+            Some(timeout) => {
+                match tokio::time::timeout(timeout, exchange(&pool, req, &mut down)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Failure::Proxy(ProxyError::DeadlineExceeded {
+                        service: pool.name().to_owned(),
+                        timeout,
+                    })),
+                }
+            }
+            None => exchange(&pool, req, &mut down).await,
+        }
+    };
+    let result = tokio::select! {
+        r = bounded => r,
+        () = deadline.passed() => Err(Failure::Proxy(ProxyError::DrainDeadline {
+            timeout: pool.config().drain_timeout,
+        })),
     };
     match result {
         Ok(()) | Err(Failure::ClientGone) => {}

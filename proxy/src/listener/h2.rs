@@ -2,6 +2,11 @@
 //! balanced on its own. A request head (HEADERS and its CONTINUATIONs) left
 //! unfinished for the header read timeout closes the connection, as an
 //! unfinished preface does ([`super::h2_watch`]).
+//!
+//! When the proxy drains, the connection gets GOAWAY and ends once its
+//! last stream has; at the drain deadline each open stream answers with
+//! its reason ([`crate::forward::h2`]), so the connection still ends with
+//! every stream answered.
 
 use super::h2_watch::HeaderWatch;
 use super::{ConnContext, H2_PREFACE, rewind::Rewind};
@@ -66,7 +71,7 @@ pub(crate) async fn serve(io: Rewind<TcpStream>, mut cx: ConnContext, mut drain:
                     // Boxed: the task cell then holds a pointer, not the
                     // request's whole state, which tokio copies as the task
                     // moves between its stages.
-                    tokio::spawn(Box::pin(crate::forward::h2::serve(pool, req, respond)));
+                    tokio::spawn(Box::pin(crate::forward::h2::serve(pool, req, respond, drain.deadline())));
                 }
                 Some(Err(e)) => {
                     // A GOAWAY of the app's is a normal end; one of ours

@@ -5,11 +5,15 @@
 //! connection is kept open when both sides allow it. Every head must arrive
 //! whole within the header read timeout; a connection idle between requests
 //! is closed after [`IDLE_TIMEOUT`].
+//!
+//! At the drain deadline of a proxy shutting down, a request still waiting
+//! for its response is answered 503 with the reason and the connection is
+//! closed; one whose response has begun can only be closed.
 
 pub(crate) mod response;
 
 use super::ConnContext;
-use crate::drain::Drain;
+use crate::drain::{Deadline, Drain};
 use crate::forward::error::ProxyError;
 use crate::forward::h1::{Forwarded, forward};
 use crate::http1::{body, head};
@@ -34,6 +38,7 @@ pub(crate) async fn serve(
     let max_head = cx.config.max_header_bytes as usize;
     let head_timeout = cx.config.header_read_timeout;
     let mut head_deadline = Some(Instant::now() + head_timeout);
+    let mut deadline = drain.deadline();
     loop {
         let parsed = loop {
             match head::parse(&buf, max_head) {
@@ -74,7 +79,17 @@ pub(crate) async fn serve(
             version: head.version,
             keep_alive: head.keep_alive && !drain.is_draining(),
         };
-        match exchange(&mut rd, &mut wr, &mut buf, &mut cx, head, answering).await {
+        match exchange(
+            &mut rd,
+            &mut wr,
+            &mut buf,
+            &mut cx,
+            head,
+            answering,
+            &mut deadline,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -110,6 +125,7 @@ async fn exchange(
     cx: &mut ConnContext,
     head: RequestHead,
     answering: Answering,
+    deadline: &mut Deadline,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let pool = match cx.route(&head.authority) {
         Ok(pool) => pool,
@@ -140,6 +156,9 @@ async fn exchange(
                     tracing::debug!(peer = %cx.peer, "request body: {e}");
                 }
             }
+            () = deadline.passed() => break Err(ProxyError::DrainDeadline {
+                timeout: cx.config.drain_timeout,
+            }),
         }
     };
     let Forwarded {
@@ -164,6 +183,9 @@ async fn exchange(
             r = &mut reading, if !body_done => {
                 body_done = true;
                 body_ok = r.is_ok();
+            }
+            () = deadline.passed() => {
+                return Err("the drain deadline passed while the response was being written".into());
             }
         }
     };
