@@ -1,6 +1,6 @@
 //! A plain HTTP/1.1 GET, for the proxy's admin server (`/ready`,
-//! `/endpoints`, `/metrics`), the same over TLS ([`get_https`]) for the
-//! injector's `/metrics`, and any other method with a body ([`send`]), for
+//! `/endpoints`, `/metrics`), the same over TLS ([`get_https`], [`send_https`])
+//! for the injector's `/metrics` and its webhook, and any other method with a body ([`send`]), for
 //! `PUT /log-level`.
 //!
 //! One request per connection with hyper's client, bounded in time; enough
@@ -56,7 +56,32 @@ pub async fn get_https(
     ca_pem: &str,
     path: &str,
 ) -> Result<(StatusCode, String)> {
-    let url = format!("https://{addr}{path}");
+    let (status, _, body) = send_https(
+        addr,
+        server_name,
+        ca_pem,
+        http::Method::GET,
+        path,
+        &[],
+        Bytes::new(),
+    )
+    .await?;
+    Ok((status, body))
+}
+
+/// Sends `method` `path` with `headers` and `body` to `addr` over TLS,
+/// verifying the server's certificate for `server_name` against `ca_pem`
+/// only; returns the status, the response headers and the body as text.
+pub async fn send_https(
+    addr: SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<(StatusCode, HeaderMap, String)> {
+    let url = format!("{method} https://{addr}{path}");
     let exchange = async {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -71,17 +96,16 @@ pub async fn get_https(
         let name = ServerName::try_from(server_name.to_owned())?;
         let tcp = TcpStream::connect(addr)
             .await
-            .with_context(|| format!("GET {url}: connecting"))?;
+            .with_context(|| format!("{url}: connecting"))?;
         let tls = TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .with_context(|| format!("GET {url}: TLS handshake"))?;
-        let (status, _, body) = get_on(tls, &url, addr, path, &[]).await?;
-        Ok((status, body))
+            .with_context(|| format!("{url}: TLS handshake"))?;
+        send_on(tls, &url, addr, method, path, headers, body).await
     };
     tokio::time::timeout(GET_TIMEOUT, exchange)
         .await
-        .with_context(|| format!("GET {url}: no answer within {GET_TIMEOUT:?}"))?
+        .with_context(|| format!("{url}: no answer within {GET_TIMEOUT:?}"))?
 }
 
 /// Sends `method` `path` with `body` to `addr`; returns the status, the

@@ -7,16 +7,20 @@
 //! an empty environment plus what the caller passes (e.g. a Deployment's
 //! `env`), so nothing from the test's own environment changes its
 //! configuration. Killed on drop like every [`Process`]; [`Injector::stop`]
-//! is the graceful stop (SIGTERM, drain, exit).
+//! is the graceful stop (SIGTERM, drain, exit). [`Injector::sidecar_env`]
+//! admits a pod through the webhook as the API server would and reads the
+//! proxy's environment from the patch.
 
 use super::binary::binary_path;
-use super::http_get::get_https;
+use super::http_get::{get_https, send_https};
 use super::metrics::{self, Sample};
 use super::process::Process;
 use super::scratch::ScratchDir;
 use super::wait::wait_until;
 use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 use sidelb_fake_apiserver::tls::TestCa;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -138,6 +142,87 @@ impl Injector {
             bail!("GET /metrics from sidelb-injector: {status}: {body}");
         }
         Ok(metrics::parse(&body))
+    }
+
+    /// Sends a Pod CREATE of `pod` (a Pod object) to the webhook; returns the
+    /// answer's `response`. Only for an injector started by
+    /// [`Injector::spawn_with_ca`].
+    pub async fn review(&self, pod: &Value) -> Result<Value> {
+        let ca = self
+            .ca_pem
+            .as_deref()
+            .context("the injector's CA is unknown: start it with Injector::spawn_with_ca")?;
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "sidelb-tests",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE",
+                "namespace": "default",
+                "object": pod,
+            },
+        });
+        let (status, _, body) = send_https(
+            self.addr,
+            "127.0.0.1",
+            ca,
+            http::Method::POST,
+            "/mutate?timeout=10s",
+            &[("content-type", "application/json")],
+            review.to_string().into(),
+        )
+        .await?;
+        if !status.is_success() {
+            bail!("POST /mutate to sidelb-injector: {status}: {body}");
+        }
+        let answer: Value = serde_json::from_str(&body).context("the AdmissionReview answer")?;
+        Ok(answer["response"].clone())
+    }
+
+    /// Admits `pod` and returns the environment of the `sidelb-proxy`
+    /// container the patch adds, and the answer's warnings.
+    pub async fn sidecar_env(
+        &self,
+        pod: &Value,
+    ) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+        use base64::Engine;
+        let response = self.review(pod).await?;
+        if response["allowed"] != true {
+            bail!("the pod was refused: {response}");
+        }
+        let patch = response["patch"]
+            .as_str()
+            .context("the pod was not patched")?;
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .context("the patch's base64")?;
+        let ops: Vec<Value> = serde_json::from_slice(&patch).context("the patch's JSON")?;
+        let proxy = ops
+            .iter()
+            .map(|op| &op["value"])
+            .flat_map(|v| v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]))
+            .find(|c| c["name"] == "sidelb-proxy")
+            .with_context(|| format!("no sidelb-proxy container in the patch: {ops:?}"))?;
+        let env = proxy["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        let warnings = response["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str().map(str::to_owned))
+            .collect();
+        Ok((env, warnings))
     }
 
     /// Everything the injector logged so far (its logs go to stderr).

@@ -4,7 +4,8 @@
 //!   down, while the call in flight goes on to a clean end; then the proxy
 //!   exits with status 0;
 //! - the drain is bounded (`SIDELB_DRAIN_TIMEOUT`): a call that never ends
-//!   does not keep the proxy alive, and it still exits with 0;
+//!   does not keep the proxy alive (it is ended with a reason, see
+//!   `shutdown_grace`), and it still exits with 0;
 //! - with `SIDELB_SHUTDOWN_GRACE`, new connections and calls are still
 //!   served during the grace (a classic sidecar, whose app is stopped at the
 //!   same time), then it drains as above: calls opened before SIGTERM and
@@ -102,7 +103,7 @@ async fn the_drain_is_bounded() {
     let end = tokio::time::timeout(WAIT, replies.message())
         .await
         .expect("the call ends with the proxy");
-    assert!(end.is_err(), "the unfinished call is cut: {end:?}");
+    assert!(end.is_err(), "the unfinished call is ended: {end:?}");
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ mod ipv6;
 mod lifecycle;
 mod log_level;
 mod rate_limits;
+mod shutdown_grace;
 mod smoke;
 mod streaming;
 mod subset;
