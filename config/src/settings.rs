@@ -318,14 +318,14 @@ pub static SETTINGS: &[Setting] = &[
         Some("sidelb.io/shutdown-grace"),
         "0s",
         duration(true),
-        "after SIGTERM, keep serving new requests this long before draining",
+        "after SIGTERM, keep serving new requests this long before draining; the injector gives a classic sidecar a third of the pod's `terminationGracePeriodSeconds`, at most `10s`",
     ),
     setting(
         DRAIN_TIMEOUT,
         Some("sidelb.io/drain-timeout"),
         "30s",
         duration(false),
-        "after the grace, longest wait for in-flight requests before exiting",
+        "after the grace, longest wait for in-flight requests; those still open then end with UNAVAILABLE (503) and the reason, and the proxy exits; the injector sets what is left of the pod's `terminationGracePeriodSeconds` less a 2 s margin",
     ),
     setting(
         HASH_HEADER,
