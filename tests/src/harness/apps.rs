@@ -8,8 +8,9 @@
 //! language. The interpreters and builds come from `make deps`: a missing
 //! one is an error naming it, never a skipped test.
 
+use super::binary::{APP_BIN, binary_path};
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub enum Language {
     Java,
     /// `@grpc/grpc-js`, `tests/apps/node/echo_client.js`.
     Node,
+    /// tonic, `sidelb-test-app` (`tests/src/bin/sidelb-test-app.rs`).
+    Rust,
 }
 
 impl Language {
@@ -54,6 +57,7 @@ impl Language {
             Language::Go => "go",
             Language::Java => "java",
             Language::Node => "node",
+            Language::Rust => "rust",
         }
     }
 
@@ -82,6 +86,7 @@ impl Language {
                 command.arg(root.join("tests/apps/node/echo_client.js"));
                 command
             }
+            Language::Rust => Command::new(binary_path(APP_BIN)?),
         })
     }
 }
@@ -168,8 +173,9 @@ impl AppClient {
     }
 }
 
-/// The JSON summary every app prints.
-#[derive(Clone, Debug, Deserialize)]
+/// The JSON summary every app prints (`sidelb-test-app` writes it with this
+/// very type).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AppSummary {
     /// [`Language::name`].
     pub language: String,
@@ -179,7 +185,7 @@ pub struct AppSummary {
     pub checks: BTreeMap<String, Check>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UnarySummary {
     pub calls: u64,
     /// Calls answered per backend (failed ones by the `x-sidelb-backend` trailer).
@@ -188,7 +194,7 @@ pub struct UnarySummary {
     pub statuses: BTreeMap<String, u64>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Check {
     pub ok: bool,
     pub detail: String,
@@ -212,5 +218,23 @@ impl AppSummary {
                 .map(|(name, check)| format!("{name}: {}", check.detail)),
         );
         failed
+    }
+}
+
+impl Check {
+    /// A check's outcome, `backends` sorted and each named once.
+    pub fn new(ok: bool, detail: impl Into<String>, backends: &[&str]) -> Self {
+        let mut backends: Vec<String> = backends
+            .iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| b.to_string())
+            .collect();
+        backends.sort();
+        backends.dedup();
+        Check {
+            ok,
+            detail: detail.into(),
+            backends,
+        }
     }
 }

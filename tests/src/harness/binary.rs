@@ -16,6 +16,8 @@ pub const BIN_DIR_ENV: &str = "SIDELB_BIN_DIR";
 
 /// The test backend's binary name.
 pub const BACKEND_BIN: &str = "sidelb-test-backend";
+/// The Rust app's binary name (tonic, one channel; see `apps`).
+pub const APP_BIN: &str = "sidelb-test-app";
 /// The proxy's binary name.
 pub const PROXY_BIN: &str = "sidelb-proxy";
 

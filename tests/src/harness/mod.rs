@@ -11,7 +11,7 @@
 //! - [`Tally`], [`unary_calls`], [`Load`]: calls run in bounded numbers and
 //!   time, counted per backend and per status.
 //! - [`AppClient`]: the same checks from an app in another language (Python,
-//!   Go, Node…) on its own gRPC library, read as one [`AppSummary`].
+//!   Go, Java, Node, Rust) on its own gRPC library, read as one [`AppSummary`].
 //! - [`OpenCall`]: a bidi call held open on a known backend.
 //! - [`RawGrpc`]: a call at the HTTP/2 level, to see trailers-only responses
 //!   and far-end deadlines that gRPC libraries hide.

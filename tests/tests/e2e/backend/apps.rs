@@ -44,3 +44,8 @@ async fn the_node_app_passes_every_check_against_a_backend() {
 async fn the_java_app_passes_every_check_against_a_backend() {
     passes_every_check_against_a_backend(Language::Java).await;
 }
+
+#[tokio::test]
+async fn the_rust_app_passes_every_check_against_a_backend() {
+    passes_every_check_against_a_backend(Language::Rust).await;
+}

@@ -4,9 +4,9 @@
 //! work through the proxy while its unary calls are spread over every
 //! backend. `/metrics` shows that the app opened exactly one connection.
 //!
-//! The apps are those of `tests/apps` (and `tests/python`), built by
-//! `make deps`; each is first shown against a backend alone in
-//! `backend::apps`.
+//! The apps are those of `tests/apps/README.md` (Python, Go, Java, Node and
+//! the tonic `sidelb-test-app`), built by `make deps`; each is first shown
+//! against a backend alone in `backend::apps`.
 
 use sidelb_tests::harness::*;
 
@@ -96,4 +96,9 @@ async fn a_node_app_is_balanced_over_one_connection() {
 #[tokio::test]
 async fn a_java_app_is_balanced_over_one_connection() {
     balanced_over_one_connection(Language::Java).await;
+}
+
+#[tokio::test]
+async fn a_rust_app_is_balanced_over_one_connection() {
+    balanced_over_one_connection(Language::Rust).await;
 }
