@@ -27,6 +27,9 @@ use tonic::{Code, Status, Streaming};
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 const POD_GRACE_PERIOD: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(10);
+/// What the proxy logs when every connection open at the drain deadline
+/// sent its answers and ended before the exit.
+const ANSWERED: &str = "answered them UNAVAILABLE";
 
 /// A bidi call with one reply received: its response has begun.
 async fn hold(client: &Echo) -> (Sender<EchoRequest>, Streaming<EchoReply>) {
@@ -118,6 +121,7 @@ async fn a_classic_sidecar_with_the_injectors_settings_exits_within_the_pods_gra
         logs.contains("SIDELB_SHUTDOWN_GRACE"),
         "it had a grace: {logs}"
     );
+    assert!(logs.contains(ANSWERED), "{logs}");
 }
 
 #[tokio::test]
@@ -161,6 +165,11 @@ async fn calls_open_at_the_drain_deadline_end_with_unavailable_and_the_reason() 
     );
     let status = setup.proxy.wait_exit().await.expect("exits");
     assert_eq!(status.code(), Some(0), "{status}");
+    let logs = setup.proxy.logs();
+    assert!(
+        logs.contains(ANSWERED),
+        "every connection ended once its calls were answered, none left to the exit: {logs}"
+    );
 }
 
 #[tokio::test]
@@ -207,4 +216,6 @@ async fn an_http1_request_waiting_at_the_deadline_gets_503_and_a_close() {
     conn.wait_closed().await.expect("closed");
     let status = proxy.wait_exit().await.expect("exits");
     assert_eq!(status.code(), Some(0), "{status}");
+    let logs = proxy.logs();
+    assert!(logs.contains(ANSWERED), "{logs}");
 }
