@@ -19,7 +19,7 @@ pub(crate) mod hash;
 pub mod outlier;
 pub mod pick;
 pub(crate) mod pool;
-pub(crate) mod subset;
+pub mod subset;
 
 use crate::discovery::Discover;
 use crate::metrics::Metrics;

@@ -46,7 +46,7 @@ use std::net::{IpAddr, SocketAddr};
 type Rank = (Reverse<u64>, SocketAddr);
 
 /// Every endpoint of one service, ranked for one client.
-pub(crate) struct Subset {
+pub struct Subset {
     size: usize,
     client: u64,
     ranked: BTreeMap<Rank, Option<String>>,
@@ -54,7 +54,7 @@ pub(crate) struct Subset {
 
 impl Subset {
     /// The `size` best endpoints (`size` > 0) for the client [`client`] hashed.
-    pub(crate) fn new(size: usize, client: u64) -> Self {
+    pub fn new(size: usize, client: u64) -> Self {
         Subset {
             size,
             client,
@@ -64,7 +64,7 @@ impl Subset {
 
     /// Takes an update of the whole service and answers the update of the
     /// members: a reset to them, or the same `NoService`.
-    pub(crate) fn apply(&mut self, update: Update) -> Update {
+    pub fn apply(&mut self, update: Update) -> Update {
         match update {
             Update::Reset(list) => {
                 self.ranked = list
@@ -137,7 +137,7 @@ pub(crate) fn score(client: u64, addr: SocketAddr) -> u64 {
 }
 
 /// The client's part of every score.
-pub(crate) fn client(identity: &str) -> u64 {
+pub fn client(identity: &str) -> u64 {
     hash(identity.as_bytes())
 }
 
