@@ -17,11 +17,16 @@
 //! injected a pod. A proxy run with it as a binary is checked by the real
 //! authenticator and authorizer on every request.
 
+use super::chart;
 use super::control_plane::ControlPlane;
+use super::http_get::get_https;
+use super::metrics::{self, Sample};
 use super::node_agent::{BACKEND_IMAGE, NodeAgent};
+use super::process::Process;
 use super::scratch::ScratchDir;
 use super::wait::wait_until;
 use anyhow::{Context, Result, bail};
+use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
@@ -33,7 +38,7 @@ use kube::api::{
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,6 +52,10 @@ pub const NODE: &str = "node-a:zone-1";
 /// The chart's ClusterRole (and binding) for the proxies: read Services,
 /// EndpointSlices and Nodes.
 const PROXY_ROLE: &str = "sidelb-proxy";
+/// The chart's injector: its Deployment, Service and ServiceAccount.
+const INJECTOR: &str = "sidelb-injector";
+/// The chart's Secret with the injector's certificate and its CA.
+const INJECTOR_TLS_SECRET: &str = "sidelb-injector-tls";
 /// Life of the proxy's token: longer than any test.
 const TOKEN_SECONDS: i64 = 3600;
 
@@ -123,18 +132,22 @@ impl Kube {
         &self.agent
     }
 
-    /// Creates or updates an object (server-side apply, forced), in the
-    /// test's namespace unless its kind is cluster-scoped.
+    /// Creates or updates an object (server-side apply, forced), in its
+    /// `metadata.namespace` or else the test's, unless its kind is
+    /// cluster-scoped.
     pub async fn apply(&self, object: Value) -> Result<()> {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(&self.namespace);
         let api: Api<DynamicObject> = if CLUSTER_SCOPED.contains(&kind) {
             Api::all_with(self.client.clone(), &resource)
         } else {
-            Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+            Api::namespaced_with(self.client.clone(), namespace, &resource)
         };
         api.patch(
             name,
@@ -194,8 +207,13 @@ impl Kube {
     /// Waits until a Deployment's rollout is done, as `kubectl rollout
     /// status` judges it: every replica updated and available, no old one left.
     pub async fn wait_rollout(&self, deployment: &str) -> Result<()> {
-        let api = self.deployments();
-        let what = format!("the rollout of {deployment} to finish");
+        self.wait_rollout_in(&self.namespace, deployment).await
+    }
+
+    /// [`Kube::wait_rollout`] for a Deployment of namespace `namespace`.
+    pub async fn wait_rollout_in(&self, namespace: &str, deployment: &str) -> Result<()> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+        let what = format!("the rollout of {namespace}/{deployment} to finish");
         wait_until(&what, KUBE_WAIT, || async {
             let d = api.get(deployment).await.ok()?;
             let want = d.spec.as_ref()?.replicas.unwrap_or(1);
@@ -323,16 +341,110 @@ impl Kube {
         })
     }
 
-    /// A kubeconfig for ServiceAccount `account` of the test's namespace with
-    /// a token from the TokenRequest API, and the grant the chart gives the
-    /// proxies of a namespace where a pod was injected: its `sidelb-proxy`
-    /// ClusterRole bound to the group of the namespace's service accounts.
-    pub async fn proxy_kubeconfig(&self, account: &str) -> Result<PathBuf> {
+    /// The chart installed (or upgraded) as a user does it: rendered by
+    /// Helm's engine with `values` (its `lookup` reading this cluster, as in
+    /// `helm upgrade --install`), the release namespace made, every object applied, and
+    /// the injector's Deployment rolled out by the node agent (its pod
+    /// serving the chart's certificate, reached by kube-apiserver through
+    /// the Service's endpoints, which list it). Returns the rendered objects.
+    pub async fn install_chart(&self, values: &Value) -> Result<Vec<Value>> {
+        let docs = chart::render(Some(&self.plane.kubeconfig()), values)?;
         self.apply(json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": account},
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": chart::NAMESPACE},
         }))
         .await?;
+        for doc in &docs {
+            self.apply(doc.clone()).await?;
+        }
+        self.wait_rollout_in(chart::NAMESPACE, INJECTOR)
+            .await
+            .with_context(|| {
+                let log = self.agent.process().map(Process::diagnostics);
+                format!(
+                    "the injector's pod did not get ready; node agent:\n{}",
+                    log.unwrap_or_default()
+                )
+            })?;
+        let last_error = std::sync::Mutex::new(String::new());
+        let what = "the injector's Service to have a ready endpoint that answers";
+        let answered = wait_until(what, KUBE_WAIT, || async {
+            let result = self.injector_metrics(&docs).await;
+            if let (Err(e), Ok(mut last)) = (&result, last_error.lock()) {
+                *last = format!("{e:#}");
+            }
+            result.ok()
+        })
+        .await;
+        if let Err(e) = answered {
+            let last = last_error.lock().map(|l| l.clone()).unwrap_or_default();
+            bail!("{e:#}; the last try: {last}");
+        }
+        Ok(docs)
+    }
+
+    /// The injector's `/metrics` from each of its ready pods (where the
+    /// Service's EndpointSlice says they are), over TLS verified against the
+    /// chart's CA under the Service's DNS name, as kube-apiserver verifies it.
+    pub async fn injector_metrics(&self, docs: &[Value]) -> Result<Vec<Sample>> {
+        let secret = chart::find(docs, "Secret", INJECTOR_TLS_SECRET)?;
+        let ca = secret["data"]["ca.crt"]
+            .as_str()
+            .context("the chart's Secret has no ca.crt")?;
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(ca)
+            .context("ca.crt is not base64")?;
+        let ca = String::from_utf8(ca).context("ca.crt is not PEM text")?;
+        let server_name = format!("{INJECTOR}.{}.svc", chart::NAMESPACE);
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), chart::NAMESPACE);
+        let by_service =
+            ListParams::default().labels(&format!("kubernetes.io/service-name={INJECTOR}"));
+        let mut samples = Vec::new();
+        let mut answered = 0;
+        for slice in slices.list(&by_service).await?.items {
+            let port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find_map(|p| p.port)
+                .context("the injector's EndpointSlice has no port")?;
+            for endpoint in &slice.endpoints {
+                let ready = endpoint.conditions.as_ref().and_then(|c| c.ready);
+                if ready != Some(true) {
+                    continue;
+                }
+                for address in &endpoint.addresses {
+                    let ip: IpAddr = address
+                        .parse()
+                        .with_context(|| format!("endpoint address {address:?}"))?;
+                    let addr = SocketAddr::new(ip, port as u16);
+                    let (status, body) = get_https(addr, &server_name, &ca, "/metrics").await?;
+                    if !status.is_success() {
+                        bail!("GET /metrics from the injector at {addr}: {status}: {body}");
+                    }
+                    samples.extend(metrics::parse(&body));
+                    answered += 1;
+                }
+            }
+        }
+        if answered == 0 {
+            bail!("the injector's Service has no ready endpoint");
+        }
+        Ok(samples)
+    }
+
+    /// A kubeconfig for ServiceAccount `account` of the test's namespace with
+    /// a token from the TokenRequest API, and the grant the chart gives the
+    /// proxies of a namespace where a pod was injected
+    /// ([`Kube::grant_proxy_access`]).
+    pub async fn proxy_kubeconfig(&self, account: &str) -> Result<PathBuf> {
+        self.grant_proxy_access().await?;
+        self.token_kubeconfig(account).await
+    }
+
+    /// The chart's `sidelb-proxy` ClusterRole (read Services, EndpointSlices
+    /// and Nodes) bound to the group of the test namespace's service accounts.
+    pub async fn grant_proxy_access(&self) -> Result<()> {
         self.apply(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": PROXY_ROLE},
@@ -351,6 +463,17 @@ impl Kube {
                 "kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
                 "name": format!("system:serviceaccounts:{}", self.namespace),
             }],
+        }))
+        .await
+    }
+
+    /// A kubeconfig for ServiceAccount `account` of the test's namespace
+    /// (made if missing) with a token from the TokenRequest API, and only
+    /// what RBAC already grants it.
+    pub async fn token_kubeconfig(&self, account: &str) -> Result<PathBuf> {
+        self.apply(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": account},
         }))
         .await?;
         let token = self.token(account).await?;

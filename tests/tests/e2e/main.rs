@@ -8,8 +8,10 @@
 //! - [`resilience`]: what goes wrong, asserted with counts;
 //! - [`discovery`]: the proxy's Kubernetes discovery on the real control plane
 //!   (and the fake API server for faults);
-//! - [`injector`]: the injector as kubectl users meet it;
-//! - [`chart`]: the Helm chart, its copies of the settings and its install;
+//! - [`injector`]: the injector as kubectl users meet it, called by the real
+//!   kube-apiserver for the chart's webhooks;
+//! - [`chart`]: the Helm chart, its copies of the settings, its install and
+//!   upgrade on the real control plane;
 //! - [`control_plane`]: `make cluster`'s control plane and script, shown to be the real ones;
 //! - [`node_agent`]: pods run by the node agent against that control plane;
 //! - [`rbac`]: the chart's RBAC and the injector's grants, judged by that API server;

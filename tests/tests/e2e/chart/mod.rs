@@ -1,5 +1,5 @@
 //! The Helm chart: its generated copies of the proxy's settings, and an
-//! install through the fake API server with the real injector.
+//! install and upgrade on the real control plane.
 
 mod contract;
 mod install;

@@ -16,6 +16,7 @@
 mod cluster;
 mod conditions;
 mod faults;
+mod forbidden;
 mod garbage;
 mod limits;
 mod missing;

@@ -56,6 +56,11 @@ pub async fn proxy(kube: &Kube, upstreams: &[&str]) -> Proxy {
         .proxy_kubeconfig(ACCOUNT)
         .await
         .unwrap_or_else(|e| panic!("the proxy's credentials: {e:#}"));
+    proxy_with(&kubeconfig, upstreams).await
+}
+
+/// A proxy as [`proxy`] makes it, with the credentials of `kubeconfig`.
+pub async fn proxy_with(kubeconfig: &std::path::Path, upstreams: &[&str]) -> Proxy {
     let mut options = ProxyOptions::new()
         .env("KUBECONFIG", kubeconfig.display().to_string())
         .env(settings::DISCOVERY, "kubernetes")

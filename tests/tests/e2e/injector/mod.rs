@@ -1,3 +1,4 @@
-//! `sidelb-injector` end to end, registered as a mutating webhook.
+//! `sidelb-injector` end to end: the chart's webhooks called by the real
+//! kube-apiserver.
 
-mod kubectl;
+mod real;
