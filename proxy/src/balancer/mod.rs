@@ -19,6 +19,7 @@ pub(crate) mod hash;
 pub mod outlier;
 pub mod pick;
 pub(crate) mod pool;
+mod retry_budget;
 pub mod subset;
 
 use crate::discovery::Discover;

@@ -10,6 +10,7 @@
 use super::hash::Affinity;
 use super::outlier::Outlier;
 use super::pick::{PickContext, Protocol, pick, usable};
+use super::retry_budget::RetryBudget;
 use super::subset::Subset;
 use crate::discovery::{EndpointMeta, Update};
 use crate::endpoint::{ConnState, Endpoint, ServiceContext, driver, request_counter};
@@ -26,7 +27,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tower::retry::budget::{Budget, TpsBudget};
 
 /// Latency estimate of an endpoint before its first answer, when the
 /// service has no other endpoint to take an estimate from.
@@ -131,7 +131,7 @@ pub(crate) struct Pool {
     resolved: AtomicBool,
     in_flight: AtomicUsize,
     next: AtomicUsize,
-    budget: TpsBudget,
+    budget: RetryBudget,
     last_used_us: AtomicU64,
     /// Configured upstreams are never dropped for being idle.
     pinned: AtomicBool,
@@ -171,12 +171,10 @@ impl Pool {
     ) -> Self {
         let name: Arc<str> = key.to_string().into();
         let changed = Arc::new(Notify::new());
-        let percent = config.retry_budget_percent as f32 / 100.0;
         Pool {
-            budget: TpsBudget::new(
-                Duration::from_secs(10),
+            budget: RetryBudget::new(
+                config.retry_budget_percent,
                 config.retry_budget_min_per_second,
-                percent,
             ),
             counters: PoolMetrics::new(&metrics, &name),
             affinity: config
