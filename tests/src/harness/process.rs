@@ -24,6 +24,8 @@ use tokio::sync::watch;
 
 /// Lines of stdout kept in memory; older ones are only in `stdout.log`.
 const KEPT_LINES: usize = 100_000;
+/// How long [`Process::wait`] lets the reader finish stdout after the exit.
+const STDOUT_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// Lines of each log printed when a test panics.
 const TAIL_LINES: usize = 40;
 
@@ -155,14 +157,21 @@ impl Process {
         Ok(self.child.try_wait()?)
     }
 
-    /// Waits, at most `within`, for the process to exit.
+    /// Waits, at most `within`, for the process to exit, and then (briefly)
+    /// for its last stdout lines to be read, so that [`Process::lines`] has
+    /// everything it printed.
     pub async fn wait(&mut self, within: Duration) -> Result<ExitStatus> {
         let what = format!("{} to exit", self.name);
         let status = super::wait::wait_until(&what, within, || {
             std::future::ready(self.child.try_wait().ok().flatten())
         })
-        .await;
-        status.with_context(|| self.diagnostics())
+        .await
+        .with_context(|| self.diagnostics())?;
+        // A child of the process may still hold stdout open: not for long.
+        let mut count = self.line_count.clone();
+        let end_of_stdout = async { while count.changed().await.is_ok() {} };
+        let _ = tokio::time::timeout(STDOUT_AFTER_EXIT, end_of_stdout).await;
+        Ok(status)
     }
 
     /// SIGKILL and reap: the crash case.
