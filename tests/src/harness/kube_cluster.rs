@@ -27,7 +27,7 @@ use super::scratch::ScratchDir;
 use super::wait::wait_until;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -191,6 +191,16 @@ impl Kube {
         Ok(())
     }
 
+    /// Sets a StatefulSet's replicas, as `kubectl scale` does.
+    pub async fn scale_statefulset(&self, name: &str, replicas: i32) -> Result<()> {
+        let patch = json!({"spec": {"replicas": replicas}});
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("scaling {name}"))?;
+        Ok(())
+    }
+
     /// A new generation of a Deployment's pods, as `kubectl rollout restart`
     /// does (a changed annotation on the pod template).
     pub async fn restart(&self, deployment: &str, generation: u32) -> Result<()> {
@@ -305,6 +315,26 @@ impl Kube {
                 "replicas": replicas,
                 "selector": {"matchLabels": {"app": app}},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "template": {
+                    "metadata": {"labels": {"app": app}},
+                    "spec": self.backend_spec(port),
+                },
+            },
+        })
+    }
+
+    /// A StatefulSet of `replicas` test backends labelled `app=APP` (pods
+    /// `APP-0`, `APP-1`, …) governed by the headless Service `service`, each
+    /// listening on `port` under the container port name `grpc`.
+    pub fn backend_statefulset(&self, app: &str, replicas: i32, port: u16, service: &str) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": app},
+            "spec": {
+                "replicas": replicas,
+                "serviceName": service,
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": {"app": app}},
                 "template": {
                     "metadata": {"labels": {"app": app}},
                     "spec": self.backend_spec(port),

@@ -54,12 +54,28 @@ pub fn select<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     service_port: &ServicePort,
 ) -> Vec<EndpointMeta> {
+    select_with(slices, |slice| slice_port(slice, service_port))
+}
+
+/// [`select`] for a headless Service without ports, whose pods are dialled
+/// on the port the app asked for: every slice's endpoints on `port`.
+pub(crate) fn select_on_port<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    port: u16,
+) -> Vec<EndpointMeta> {
+    select_with(slices, |_| Some(port))
+}
+
+fn select_with<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    port_of: impl Fn(&EndpointSlice) -> Option<u16>,
+) -> Vec<EndpointMeta> {
     let mut best: BTreeMap<SocketAddr, (Usable, EndpointMeta)> = BTreeMap::new();
     for slice in slices {
         let Some(family) = AddressFamily::of(&slice.address_type) else {
             continue;
         };
-        let Some(port) = slice_port(slice, service_port) else {
+        let Some(port) = port_of(slice) else {
             continue;
         };
         for endpoint in &slice.endpoints {
@@ -300,5 +316,17 @@ mod tests {
     #[test]
     fn no_slices_no_endpoints() {
         assert!(select(std::iter::empty(), &grpc()).is_empty());
+    }
+
+    #[test]
+    fn a_headless_service_without_ports_is_dialled_on_the_port_asked_for() {
+        let mut portless = slice("IPv4", 0, vec![ready("10.0.0.1", "a")]);
+        portless.ports = None;
+        let unready = endpoint("10.0.0.2", "b", Some(false), None, None);
+        let mut empty = slice("IPv4", 0, vec![unready]);
+        empty.ports = Some(Vec::new());
+        let slices = [portless, empty];
+        assert_eq!(addrs(&select_on_port(&slices, 7000)), ["10.0.0.1:7000"]);
+        assert!(select(&slices, &grpc()).is_empty(), "no port to map");
     }
 }

@@ -43,6 +43,15 @@ pub(crate) fn service_port<'a>(
     })
 }
 
+/// Whether `service` is headless (`clusterIP: None`) and lists no ports: its
+/// pods are dialled on whatever port the app asks for, as its DNS name is.
+pub(crate) fn headless_without_ports(service: &Service) -> bool {
+    service.spec.as_ref().is_some_and(|spec| {
+        spec.cluster_ip.as_deref() == Some("None")
+            && spec.ports.as_deref().unwrap_or_default().is_empty()
+    })
+}
+
 /// `50051 (grpc → 8080/TCP), 9090 (metrics)`: a Service's ports for messages.
 pub(crate) fn describe_ports(ports: &[ServicePort]) -> String {
     if ports.is_empty() {
@@ -201,6 +210,24 @@ mod tests {
             None
         );
         assert_eq!(slice_port(&slice(vec![]), &grpc), None);
+    }
+
+    #[test]
+    fn only_a_headless_service_without_ports_takes_any_port() {
+        let mut headless = service(vec![]);
+        if let Some(spec) = headless.spec.as_mut() {
+            spec.cluster_ip = Some("None".into());
+        }
+        assert!(headless_without_ports(&headless));
+        let mut with_ports = headless.clone();
+        if let Some(spec) = with_ports.spec.as_mut() {
+            spec.ports = Some(vec![sport(Some("grpc"), 50051, None)]);
+        }
+        assert!(!headless_without_ports(&with_ports));
+        assert!(
+            !headless_without_ports(&service(vec![])),
+            "a ClusterIP Service"
+        );
     }
 
     #[test]

@@ -165,6 +165,20 @@ impl ServiceState {
                 spec.external_name.as_deref().unwrap_or("no name")
             ));
         }
+        if ports::headless_without_ports(service) {
+            let PortRef::Number(number) = port else {
+                return Outcome::Unresolvable(format!(
+                    "service {display} is headless and lists no ports, so the port name in \
+                     the address cannot be looked up; dial the pods' port by number"
+                ));
+            };
+            return match &self.slices.synced {
+                Some(slices) => {
+                    Outcome::Endpoints(endpoints::select_on_port(slices.values(), *number))
+                }
+                None => Outcome::Unknown,
+            };
+        }
         let service_port = match ports::service_port(service, &display, port) {
             Ok(p) => p,
             Err(why) => return Outcome::Unresolvable(why),

@@ -18,6 +18,7 @@ mod conditions;
 mod faults;
 mod forbidden;
 mod garbage;
+mod headless;
 mod limits;
 mod missing;
 mod ports;
