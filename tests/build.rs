@@ -1,4 +1,5 @@
-//! Generates the Rust code of `proto/echo.proto` (client and server).
+//! Generates the Rust code of `proto/echo.proto` and `proto/health.proto`
+//! (clients and servers).
 //!
 //! The proto is parsed by `protox`, a protobuf compiler written in Rust, and
 //! not by `protoc`: building the tests then needs nothing outside crates.io
@@ -6,11 +7,13 @@
 
 use std::io;
 
-const PROTO: &str = "proto/echo.proto";
+const PROTOS: [&str; 2] = ["proto/echo.proto", "proto/health.proto"];
 
 fn main() -> io::Result<()> {
-    println!("cargo:rerun-if-changed={PROTO}");
-    let descriptors = protox::compile([PROTO], ["proto"]).map_err(io::Error::other)?;
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(PROTOS, ["proto"]).map_err(io::Error::other)?;
     tonic_prost_build::configure()
         // `bytes::Bytes` payloads: a 4 MiB echo is not copied on the way through.
         .bytes(".")

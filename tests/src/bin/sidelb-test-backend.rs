@@ -3,9 +3,11 @@
 //! `sidelb_tests::echo::server` for the lines it prints.
 
 use clap::Parser;
+use sidelb_tests::echo::health::{HealthConfig, HealthMode};
 use sidelb_tests::echo::server::{self, ServerConfig, Stopped};
 use sidelb_tests::echo::service::Behaviour;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,6 +41,14 @@ struct Flags {
     /// Threads that serve calls.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
+    /// Which part of `grpc.health.v1.Health` to serve.
+    #[arg(long, value_enum, default_value_t = HealthMode::Watch)]
+    health: HealthMode,
+    /// The health status is this file's content (`SERVING`, `NOT_SERVING`,
+    /// `SERVICE_UNKNOWN`; missing or other: `NOT_SERVING`), read every 20 ms;
+    /// without it: always `SERVING`.
+    #[arg(long)]
+    health_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +63,10 @@ fn main() -> ExitCode {
         },
         max_concurrent_streams: flags.max_concurrent_streams,
         drain_timeout: Duration::from_millis(flags.drain_timeout_ms),
+        health: HealthConfig {
+            mode: flags.health,
+            file: flags.health_file,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(flags.workers.into())

@@ -13,9 +13,11 @@
 //! - [`service`]: what each call does, and the counters behind `Stats`.
 //! - [`metadata`]: the layer that echoes `x-echo-*` metadata and names the backend.
 //! - [`deadline`]: `grpc-timeout` ending calls with `DEADLINE_EXCEEDED`, as real servers do.
+//! - [`health`]: `grpc.health.v1.Health` (`proto/health.proto`), its status flipped by a file.
 //! - [`server`]: binding, serving, and draining on SIGTERM.
 
 pub mod deadline;
+pub mod health;
 pub mod metadata;
 pub mod server;
 pub mod service;
@@ -24,6 +26,12 @@ pub mod service;
 pub mod pb {
     #![allow(clippy::all)]
     tonic::include_proto!("sidelb.test");
+}
+
+/// Generated from `proto/health.proto` by `build.rs`.
+pub mod health_pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("grpc.health.v1");
 }
 
 /// Response header (and, for trailers-only responses, trailer) that names the

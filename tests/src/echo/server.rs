@@ -13,6 +13,7 @@
 
 use super::MAX_MESSAGE_BYTES;
 use super::deadline::DeadlineLayer;
+use super::health::{self, HealthConfig};
 use super::metadata::EchoMetadataLayer;
 use super::pb::echo_server::EchoServer;
 use super::service::{Behaviour, EchoService};
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     pub max_concurrent_streams: Option<u32>,
     /// Longest wait for in-flight calls after SIGTERM.
     pub drain_timeout: Duration,
+    /// What its `grpc.health.v1.Health` service answers.
+    pub health: HealthConfig,
 }
 
 /// How serving ended.
@@ -74,6 +77,7 @@ pub async fn run(config: ServerConfig) -> Result<Stopped, Error> {
                 .into_inner(),
         )
         .add_service(service)
+        .add_optional_service(health::service(&config.health))
         .serve_with_incoming_shutdown(incoming, stopped(stopping.clone()));
     let drain_deadline = async {
         stopped(stopping).await;

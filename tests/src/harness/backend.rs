@@ -9,9 +9,15 @@
 use super::binary::{BACKEND_BIN, binary_path};
 use super::client;
 use super::process::Process;
+use crate::echo::health::HealthMode;
+use crate::echo::health_pb::HealthCheckRequest;
+use crate::echo::health_pb::health_check_response::ServingStatus;
+use crate::echo::health_pb::health_client::HealthClient;
 use crate::echo::pb::{StatsReply, StatsRequest};
 use anyhow::{Context, Result};
+use clap::ValueEnum;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
@@ -35,6 +41,20 @@ pub struct BackendOptions {
     pub fail_code: Option<tonic::Code>,
     /// `--drain-timeout-ms` (default 30 s).
     pub drain_timeout: Option<Duration>,
+    /// `--health`: which part of `grpc.health.v1.Health` it serves.
+    pub health: HealthMode,
+    /// `--health-file`: its health status is this file's content (see
+    /// [`write_health`]); `None`: always SERVING.
+    pub health_file: Option<PathBuf>,
+}
+
+/// Sets the health status a backend started with `health_file` reports
+/// (`SERVING`, `NOT_SERVING`, `SERVICE_UNKNOWN`), written whole at once so
+/// the backend never reads half of it.
+pub fn write_health(file: &Path, status: &str) -> Result<()> {
+    let partial = file.with_extension("partial");
+    std::fs::write(&partial, status).with_context(|| format!("write {}", partial.display()))?;
+    std::fs::rename(&partial, file).with_context(|| format!("rename to {}", file.display()))
 }
 
 /// A running `sidelb-test-backend`; killed when dropped.
@@ -63,6 +83,16 @@ impl Backend {
         }
         if let Some(drain) = options.drain_timeout {
             command.arg(format!("--drain-timeout-ms={}", drain.as_millis()));
+        }
+        command.arg(format!(
+            "--health={}",
+            options
+                .health
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_owned())
+        ));
+        if let Some(file) = &options.health_file {
+            command.arg("--health-file").arg(file);
         }
         let process = Process::spawn(name, command)?;
         let line = process
@@ -106,6 +136,20 @@ impl Backend {
             .await
             .with_context(|| format!("Stats of {}", self.name))?;
         Ok(reply.into_inner())
+    }
+
+    /// The health status it reports to `Check` now, asked on a new connection.
+    pub async fn health(&self) -> Result<ServingStatus> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))?
+            .connect_timeout(client::CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .with_context(|| format!("connect to {}", self.name))?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .with_context(|| format!("Health/Check of {}", self.name))?;
+        Ok(reply.into_inner().status())
     }
 
     /// Sends SIGTERM; the backend starts draining.

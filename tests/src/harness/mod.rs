@@ -101,7 +101,7 @@ pub mod tally;
 pub mod wait;
 
 pub use apps::{AppClient, AppSummary, Language};
-pub use backend::{Backend, BackendOptions};
+pub use backend::{Backend, BackendOptions, write_health};
 pub use binary::binary_path;
 pub use client::Echo;
 pub use control_plane::ControlPlane;
