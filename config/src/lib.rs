@@ -21,7 +21,7 @@ pub mod settings;
 pub mod upstreams;
 pub mod value;
 
-pub use proxy::{Balancer, ConfigError, Discovery, LogFormat, ProxyConfig};
+pub use proxy::{Balancer, ConfigError, Discovery, HealthCheck, LogFormat, ProxyConfig};
 pub use service::{PortRef, ServiceKey};
 pub use settings::{SETTINGS, Setting};
 pub use upstreams::Upstream;

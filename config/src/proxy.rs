@@ -24,6 +24,23 @@ impl Balancer {
     }
 }
 
+/// Active health checking of endpoints (`SIDELB_HEALTH_CHECK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthCheck {
+    Off,
+    /// `grpc.health.v1.Health` on each endpoint's connection.
+    Grpc,
+}
+
+impl HealthCheck {
+    pub fn name(self) -> &'static str {
+        match self {
+            HealthCheck::Off => "off",
+            HealthCheck::Grpc => "grpc",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Discovery {
     Kubernetes,
@@ -101,6 +118,7 @@ pub struct ProxyConfig {
     pub hash_header: Option<String>,
     /// Most endpoints of one service in use; `0`: all.
     pub subset_size: usize,
+    pub health_check: HealthCheck,
 }
 
 impl ProxyConfig {
@@ -145,6 +163,10 @@ impl ProxyConfig {
             "json" => LogFormat::Json,
             _ => LogFormat::Plain,
         };
+        let health_check = match get(s::HEALTH_CHECK)?.as_str() {
+            "grpc" => HealthCheck::Grpc,
+            _ => HealthCheck::Off,
+        };
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
         let config = ProxyConfig {
             outbound_addr: at(
@@ -180,6 +202,7 @@ impl ProxyConfig {
             drain_timeout: dur(s::DRAIN_TIMEOUT)?,
             hash_header: at(s::HASH_HEADER, value::header_name(&get(s::HASH_HEADER)?))?,
             subset_size: num(s::SUBSET_SIZE)? as usize,
+            health_check,
         };
         at(
             s::UPSTREAMS,
@@ -250,6 +273,7 @@ mod tests {
         assert_eq!(c.slow_start, None);
         assert_eq!(c.hash_header, None);
         assert_eq!(c.subset_size, 64);
+        assert_eq!(c.health_check, HealthCheck::Off);
     }
 
     #[test]
@@ -262,8 +286,10 @@ mod tests {
             ("SIDELB_KEEPALIVE_INTERVAL", "0s"),
             ("SIDELB_HASH_HEADER", "X-User"),
             ("SIDELB_SUBSET_SIZE", "0"),
+            ("SIDELB_HEALTH_CHECK", "grpc"),
         ])
         .unwrap();
+        assert_eq!(c.health_check, HealthCheck::Grpc);
         assert_eq!(c.hash_header.as_deref(), Some("x-user"));
         assert_eq!(c.subset_size, 0, "0: every endpoint");
 
@@ -294,6 +320,16 @@ mod tests {
             err.starts_with("SIDELB_HEADER_READ_TIMEOUT: `1ns`") && err.contains("from 1ms to 24h"),
             "{err}"
         );
+        for bad in ["on", "GRPC", "http"] {
+            let err = parse(&[("SIDELB_HEALTH_CHECK", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("SIDELB_HEALTH_CHECK: `{bad}`"))
+                    && err.contains("one of off, grpc"),
+                "{err}"
+            );
+        }
         for bad in ["-1", "all", "70000"] {
             let err = parse(&[("SIDELB_SUBSET_SIZE", bad)])
                 .unwrap_err()

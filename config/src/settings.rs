@@ -102,9 +102,11 @@ pub const SHUTDOWN_GRACE: &str = "SIDELB_SHUTDOWN_GRACE";
 pub const DRAIN_TIMEOUT: &str = "SIDELB_DRAIN_TIMEOUT";
 pub const HASH_HEADER: &str = "SIDELB_HASH_HEADER";
 pub const SUBSET_SIZE: &str = "SIDELB_SUBSET_SIZE";
+pub const HEALTH_CHECK: &str = "SIDELB_HEALTH_CHECK";
 
 pub const BALANCERS: &[&str] = &["p2c-ewma", "round-robin", "least-request"];
 pub const LOG_FORMATS: &[&str] = &["plain", "json"];
+pub const HEALTH_CHECKS: &[&str] = &["off", "grpc"];
 
 const fn setting(
     env: &'static str,
@@ -340,6 +342,13 @@ pub static SETTINGS: &[Setting] = &[
         "64",
         count(0, 65_535),
         "most endpoints of one service this proxy connects to, chosen by rendezvous hashing of the pod's name and each endpoint's address, so that client pods spread evenly over the service's pods; `0` connects to all",
+    ),
+    setting(
+        HEALTH_CHECK,
+        Some("sidelb.io/health-check"),
+        "off",
+        Kind::OneOf(HEALTH_CHECKS),
+        "`grpc`: watch each endpoint's `grpc.health.v1.Health` (Watch, else Check every 5 s) on its connection and send no new calls to one that answers NOT_SERVING until it answers SERVING; an endpoint without the Health service is used unchecked; `off`: no active checks",
     ),
 ];
 

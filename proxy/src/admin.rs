@@ -27,6 +27,7 @@
 
 use crate::balancer::{Balancers, Pool, Resolution};
 use crate::discovery::EndpointMeta;
+use crate::endpoint::grpc_health::Verdict;
 use crate::endpoint::{ConnState, Endpoint};
 use crate::logging::LogFilter;
 use crate::metrics::{Metrics, StateLabels};
@@ -37,7 +38,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
-use sidelb_config::{exposition, names};
+use sidelb_config::{HealthCheck, exposition, names};
 use sidelb_serve::Connections;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -307,6 +308,7 @@ impl Admin {
                 "down",
                 "no-http2",
                 "ejected",
+                "not-serving",
                 "draining",
             ] {
                 m.endpoints
@@ -337,6 +339,8 @@ fn state_of(ep: &Endpoint) -> &'static str {
         "draining"
     } else if ep.is_ejected() {
         "ejected"
+    } else if ep.is_not_serving() && ep.is_ready() {
+        "not-serving"
     } else {
         ep.state().name()
     }
@@ -366,6 +370,8 @@ pub(crate) struct ServiceView {
     /// `SIDELB_SUBSET_SIZE`: most endpoints in use, `0` for all; the
     /// others are listed as `outside-subset`.
     pub(crate) subset_size: usize,
+    /// `SIDELB_HEALTH_CHECK`: `off` or `grpc`.
+    pub(crate) health_check: &'static str,
     pub(crate) endpoints: Vec<EndpointView>,
 }
 
@@ -373,8 +379,9 @@ pub(crate) struct ServiceView {
 pub(crate) struct EndpointView {
     pub(crate) address: String,
     pub(crate) name: Option<String>,
-    /// `ready`, `connecting`, `down`, `no-http2`, `ejected`, `draining`,
-    /// or `outside-subset` (no connection, no requests).
+    /// `ready`, `connecting`, `down`, `no-http2`, `ejected`, `not-serving`
+    /// (connected, its health check says NOT_SERVING), `draining`, or
+    /// `outside-subset` (no connection, no requests).
     pub(crate) state: &'static str,
     pub(crate) connection: &'static str,
     pub(crate) connections: usize,
@@ -399,6 +406,15 @@ pub(crate) struct EndpointView {
     /// share is divided by one more than it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rate_limit_penalty: Option<f64>,
+    /// With `SIDELB_HEALTH_CHECK=grpc`: `serving`, `not-serving`, `unknown`
+    /// (no answer yet: used) or `unimplemented` (no Health service: used
+    /// unchecked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) health: Option<&'static str>,
+    /// How the health is learnt: `watch`, or `polling` (`Check` every 5 s,
+    /// the server having no `Watch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) health_via: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) last_error: Option<String>,
 }
@@ -415,6 +431,7 @@ fn service_view(pool: &Pool) -> ServiceView {
     let now = now_us();
     let slow_start = pool.config().slow_start.map(us);
     let draining = pool.draining();
+    let checked = pool.config().health_check == HealthCheck::Grpc;
     ServiceView {
         service: pool.name().to_owned(),
         name: key.name.clone(),
@@ -426,10 +443,11 @@ fn service_view(pool: &Pool) -> ServiceView {
         ejected: pool.ejected(),
         hash_header: pool.hash_header().map(str::to_owned),
         subset_size: pool.config().subset_size,
+        health_check: pool.config().health_check.name(),
         endpoints: endpoints
             .iter()
             .chain(draining.iter())
-            .map(|ep| endpoint_view(ep, now, slow_start))
+            .map(|ep| endpoint_view(ep, now, slow_start, checked))
             .chain(
                 pool.outside_subset()
                     .into_iter()
@@ -458,11 +476,20 @@ fn outside_view(meta: EndpointMeta) -> EndpointView {
         ejection_ms: None,
         slow_start_ms: None,
         rate_limit_penalty: None,
+        health: None,
+        health_via: None,
         last_error: None,
     }
 }
 
-fn endpoint_view(ep: &Endpoint, now: u64, slow_start_us: Option<u64>) -> EndpointView {
+fn endpoint_view(
+    ep: &Endpoint,
+    now: u64,
+    slow_start_us: Option<u64>,
+    health_checked: bool,
+) -> EndpointView {
+    let grpc_health = ep.grpc_health();
+    let verdict = grpc_health.verdict();
     let health = ep.health_view(now);
     let slow_start_ends = match (slow_start_us, ep.slow_start_from_us()) {
         (Some(window), from) if from != 0 => from + window,
@@ -486,6 +513,14 @@ fn endpoint_view(ep: &Endpoint, now: u64, slow_start_us: Option<u64>) -> Endpoin
         rate_limit_penalty: Some(ep.rate_limit_penalty(now))
             .filter(|p| *p >= 0.01)
             .map(|p| (p * 100.0).round() / 100.0),
+        health: health_checked.then(|| verdict.name()),
+        health_via: (health_checked && verdict != Verdict::Unimplemented).then(|| {
+            if grpc_health.is_polling() {
+                "polling"
+            } else {
+                "watch"
+            }
+        }),
         last_error: (ep.state() != ConnState::Ready)
             .then(|| ep.last_error())
             .flatten(),

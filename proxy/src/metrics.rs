@@ -49,6 +49,16 @@ pub(crate) const MAX_GRPC_STATUS: u16 = 16;
 pub(crate) const OTHER_GRPC_STATUS: &str = "other";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HealthLabels {
+    pub(crate) service: String,
+    /// One of [`HEALTH_LABELS`].
+    pub(crate) health: String,
+}
+
+/// The gRPC health verdicts, by their value in `endpoint::grpc_health::Verdict`.
+pub(crate) const HEALTH_LABELS: [&str; 4] = ["unknown", "serving", "not-serving", "unimplemented"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct StateLabels {
     pub(crate) service: String,
     pub(crate) state: String,
@@ -77,6 +87,7 @@ pub struct Metrics {
     pub(crate) overloaded: Family<ServiceLabels, Counter>,
     pub(crate) hashed_requests: Family<ServiceLabels, Counter>,
     pub(crate) hash_passed: Family<ServiceLabels, Counter>,
+    pub(crate) health_transitions: Family<HealthLabels, Counter>,
     /// Unlabelled: a refused service is not worth a series of its own.
     pub(crate) services_refused: Counter,
     pub(crate) ejections: Family<EndpointLabels, Counter>,
@@ -109,6 +120,7 @@ impl Metrics {
             overloaded: Family::default(),
             hashed_requests: Family::default(),
             hash_passed: Family::default(),
+            health_transitions: Family::default(),
             services_refused: Counter::default(),
             ejections: Family::default(),
             rate_limited: Family::default(),
@@ -170,6 +182,11 @@ impl Metrics {
             m.hash_passed.clone(),
         );
         registry.register(
+            "health_transitions",
+            "Changes of endpoints' gRPC health (SIDELB_HEALTH_CHECK=grpc), by the health they changed to",
+            m.health_transitions.clone(),
+        );
+        registry.register(
             "services_refused",
             "Requests for a service past SIDELB_MAX_SERVICES, refused before any discovery",
             m.services_refused.clone(),
@@ -222,6 +239,12 @@ impl Metrics {
         self.overloaded.remove(&labels);
         self.hashed_requests.remove(&labels);
         self.hash_passed.remove(&labels);
+        for health in HEALTH_LABELS {
+            self.health_transitions.remove(&HealthLabels {
+                service: service.to_owned(),
+                health: health.to_owned(),
+            });
+        }
     }
 
     /// Removes the per-endpoint series (but the request counters) of an
@@ -274,6 +297,12 @@ mod tests {
         m.subset_endpoints.get_or_create(&service).set(3);
         m.hashed_requests.get_or_create(&service).inc();
         m.hash_passed.get_or_create(&service).inc();
+        m.health_transitions
+            .get_or_create(&HealthLabels {
+                service: "a.ns:1".into(),
+                health: "not-serving".into(),
+            })
+            .inc();
         m.request_duration.get_or_create(&service).observe(0.1);
         m.connect_failures.get_or_create(&endpoint).inc();
         m.ejected.get_or_create(&endpoint).set(1);

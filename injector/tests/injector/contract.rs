@@ -99,6 +99,7 @@ async fn every_annotated_setting_reaches_the_proxy() {
                 match (s.env, s.default) {
                     (settings::HASH_HEADER, _) => "x-user-id",
                     (settings::SUBSET_SIZE, _) => "16",
+                    (settings::HEALTH_CHECK, _) => "grpc",
                     (_, "") => "greeter:50051=15001",
                     (_, default) => default,
                 },
@@ -118,6 +119,8 @@ async fn every_annotated_setting_reaches_the_proxy() {
             setting.env
         );
     }
-    assert_eq!(parse(&env).subset_size, 16);
+    let config = parse(&env);
+    assert_eq!(config.subset_size, 16);
+    assert_eq!(config.health_check, sidelb_config::HealthCheck::Grpc);
     server.stop().await;
 }

@@ -13,6 +13,9 @@
 //! - `least-request`: the same two choices, compared on in-flight alone.
 //! - `round-robin`: the next usable endpoint in turn.
 //!
+//! An endpoint whose gRPC health check says NOT_SERVING is never chosen
+//! (see [`crate::endpoint::grpc_health`]), not even as a last resort.
+//!
 //! Every kind divides an endpoint's share by its rate-limit penalty (see
 //! [`crate::endpoint::penalty`]) and, in slow start, by its age.
 //!
@@ -165,13 +168,15 @@ impl Choice<'_, '_> {
 }
 
 /// Whether `ep` can take the request: reachable by its protocol, not
-/// excluded, and in rotation unless `allow_ejected`.
+/// excluded, not saying NOT_SERVING to health checks, and in rotation
+/// unless `allow_ejected`.
 pub(super) fn usable(cx: &PickContext<'_>, ep: &Endpoint, allow_ejected: bool) -> bool {
     let reachable = match cx.protocol {
         Protocol::Http2 => ep.is_ready(),
         Protocol::Http1 => ep.state() != ConnState::Down,
     };
     reachable
+        && !ep.is_not_serving()
         && !cx.exclude.is_some_and(|x| std::ptr::eq(x, ep))
         && (allow_ejected || !cx.outlier.is_out(ep, cx.now_us))
 }
@@ -408,6 +413,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn not_serving_endpoints_are_never_chosen_even_as_a_last_resort() {
+        use crate::endpoint::grpc_health::Verdict;
+        let f = Fixture::new();
+        let eps: Vec<_> = (0..4).map(|i| f.endpoint(i, 1000.0)).collect();
+        eps[1].set_grpc_health(Verdict::NotServing);
+        f.eject(&eps[2]);
+        eps[3].set_grpc_health(Verdict::Unimplemented);
+        for kind in KINDS {
+            let share = shares(&eps, &f.cx(kind), 3, 3_000);
+            assert_eq!(share[1], 0.0, "{kind:?}: {share:?}");
+            assert!(share[0] > 0.0 && share[3] > 0.0, "{kind:?}: {share:?}");
+        }
+        eps[0].set_grpc_health(Verdict::NotServing);
+        eps[3].set_grpc_health(Verdict::NotServing);
+        let mut rng = Rng::with_seed(1);
+        for kind in KINDS {
+            let only = pick(&eps, &f.cx(kind), &mut rng).expect("the ejected one");
+            assert!(Arc::ptr_eq(&only, &eps[2]), "{kind:?}");
+        }
+        eps[2].set_grpc_health(Verdict::NotServing);
+        for kind in KINDS {
+            assert!(pick(&eps, &f.cx(kind), &mut rng).is_none(), "{kind:?}");
+        }
+        eps[1].set_grpc_health(Verdict::Serving);
+        let back = pick(&eps, &f.cx(Balancer::RoundRobin), &mut rng).expect("serving again");
+        assert!(Arc::ptr_eq(&back, &eps[1]));
     }
 
     #[test]

@@ -69,6 +69,16 @@ pub(crate) enum NoEndpoint {
         subset: String,
         last_error: String,
     },
+    #[error(
+        "no endpoint of service {service} can take calls: {not_serving} of its {count} endpoints answer NOT_SERVING to gRPC health checks (SIDELB_HEALTH_CHECK=grpc, annotation sidelb.io/health-check){others}; they get calls again once they answer SERVING"
+    )]
+    NotServing {
+        service: String,
+        count: usize,
+        not_serving: usize,
+        /// Empty, or what is wrong with the others.
+        others: String,
+    },
 }
 
 /// The in-flight limit is reached.
@@ -446,6 +456,26 @@ impl Pool {
                 service,
                 source_name,
             },
+            Resolution::Resolved if endpoints.iter().any(|ep| ep.is_not_serving()) => {
+                let not_serving = endpoints.iter().filter(|ep| ep.is_not_serving()).count();
+                NoEndpoint::NotServing {
+                    service,
+                    count: endpoints.len(),
+                    not_serving,
+                    others: if not_serving == endpoints.len() {
+                        String::new()
+                    } else {
+                        format!(
+                            " and the others are failing (last error: {})",
+                            endpoints
+                                .iter()
+                                .filter(|ep| !ep.is_not_serving())
+                                .find_map(|ep| ep.last_error())
+                                .unwrap_or_else(|| "they are still connecting".into())
+                        )
+                    },
+                }
+            }
             Resolution::Resolved => NoEndpoint::AllFailing {
                 service,
                 count: endpoints.len(),
@@ -847,6 +877,40 @@ mod tests {
         find(&pool, 2).set_state(ConnState::Ready, None);
         let ep = pool.pick(Protocol::Http2, None, Duration::ZERO).await;
         assert_eq!(ep.unwrap().addr.port(), 2);
+    }
+
+    #[tokio::test]
+    async fn when_no_endpoint_is_serving_the_error_names_the_health_checks() {
+        use crate::endpoint::grpc_health::Verdict;
+        let pool = pool(ProxyConfig::defaults());
+        pool.apply(Update::Reset(vec![meta(1), meta(2)]));
+        for ep in pool.endpoints().iter() {
+            ep.set_state(ConnState::Ready, None);
+            ep.set_grpc_health(Verdict::NotServing);
+        }
+        let err = pool.pick(Protocol::Http2, None, Duration::ZERO).await;
+        let message = err.unwrap_err().to_string();
+        assert!(
+            message.contains("2 of its 2 endpoints answer NOT_SERVING")
+                && message.contains("SIDELB_HEALTH_CHECK=grpc")
+                && !message.contains("others"),
+            "{message}"
+        );
+        find(&pool, 2).set_grpc_health(Verdict::Unknown);
+        find(&pool, 2).set_state(ConnState::Down, Some("connection refused".into()));
+        let message = pool
+            .pick(Protocol::Http2, None, Duration::ZERO)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("1 of its 2 endpoints")
+                && message.contains("the others are failing (last error: connection refused)"),
+            "{message}"
+        );
+        find(&pool, 1).set_grpc_health(Verdict::Serving);
+        let ep = pool.pick(Protocol::Http2, None, Duration::ZERO).await;
+        assert_eq!(ep.unwrap().addr.port(), 1);
     }
 
     #[tokio::test]

@@ -52,7 +52,8 @@ impl H2Conn {
         self.is_open() && self.active() < self.send.current_max_send_streams()
     }
 
-    fn claim(self: &Arc<Self>) -> (SendRequest<Bytes>, StreamSlot) {
+    /// A stream slot on this connection, whether or not it has room.
+    pub(super) fn claim(self: &Arc<Self>) -> (SendRequest<Bytes>, StreamSlot) {
         self.active.fetch_add(1, Relaxed);
         (self.send.clone(), StreamSlot(self.clone()))
     }

@@ -5,12 +5,13 @@
 //! without waiting for a request; reconnects with exponential backoff and
 //! jitter, so a crashed pod is skipped at once and many proxies do not
 //! reconnect in lockstep; and opens extra connections when the peer's
-//! stream limit is reached.
+//! stream limit is reached. With `SIDELB_HEALTH_CHECK=grpc` each connection
+//! also carries the endpoint's health checks ([`super::grpc_health`]).
 
 use super::conns::MAX_CONNECTIONS;
-use super::{ConnState, Endpoint};
+use super::{ConnState, Endpoint, grpc_health};
 use bytes::Bytes;
-use sidelb_config::ProxyConfig;
+use sidelb_config::{HealthCheck, ProxyConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -86,8 +87,10 @@ async fn drive<F: Fn(&Endpoint)>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfi
                 endpoint.set_state(ConnState::Ready, None);
                 tracing::debug!(endpoint = %endpoint.addr, service = %endpoint.service(), "connected");
                 let mut running = Box::pin(run(connection, pings, config.clone()));
+                let checked = config.health_check == HealthCheck::Grpc;
                 let closed = tokio::select! {
                     r = &mut running => r,
+                    () = grpc_health::run(&endpoint, &conn), if checked => Ok(()),
                     () = extra_connections(&endpoint, &config) => Ok(()),
                     () = conn.closing.notified() => {
                         // GOAWAY: let its streams finish on their own, connect anew now.

@@ -8,14 +8,18 @@
 pub(crate) mod conns;
 pub(crate) mod driver;
 pub(crate) mod ewma;
+pub(crate) mod grpc_health;
 pub(crate) mod health;
 pub(crate) mod penalty;
 
-use crate::metrics::{EndpointLabels, MAX_GRPC_STATUS, Metrics, RequestLabels, grpc_status_label};
+use crate::metrics::{
+    EndpointLabels, HealthLabels, MAX_GRPC_STATUS, Metrics, RequestLabels, grpc_status_label,
+};
 use crate::time::now_us;
 use bytes::Bytes;
 use conns::{ConnSet, StreamSlot};
 use ewma::LatencyEwma;
+use grpc_health::{GrpcHealth, Verdict};
 use health::{Health, HealthView};
 use penalty::RateLimitPenalty;
 use prometheus_client::metrics::counter::Counter;
@@ -76,6 +80,8 @@ pub struct Endpoint {
     failures: AtomicU64,
     ewma: LatencyEwma,
     health: Health,
+    /// With `SIDELB_HEALTH_CHECK=grpc`: what its Health service says.
+    grpc_health: GrpcHealth,
     rate_limit: RateLimitPenalty,
     /// When its slow start began; 0 when it takes a full share at once.
     slow_start_from_us: u64,
@@ -117,6 +123,7 @@ impl Endpoint {
             failures: AtomicU64::new(0),
             ewma: LatencyEwma::new(initial_rtt_us, now),
             health: Health::default(),
+            grpc_health: GrpcHealth::default(),
             rate_limit: RateLimitPenalty::default(),
             slow_start_from_us: if slow_start { now } else { 0 },
             removed: AtomicBool::new(false),
@@ -198,6 +205,34 @@ impl Endpoint {
     /// detection reads and updates.
     pub(crate) fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// What its gRPC Health service said last (always unknown with checks off).
+    pub(crate) fn grpc_health(&self) -> &GrpcHealth {
+        &self.grpc_health
+    }
+
+    /// Whether its Health service says it takes no new calls.
+    pub(crate) fn is_not_serving(&self) -> bool {
+        self.grpc_health.is_not_serving()
+    }
+
+    /// Records its Health service's verdict; a change wakes waiting
+    /// requests and is counted.
+    pub(crate) fn set_grpc_health(&self, verdict: Verdict) {
+        if !self.grpc_health.set(verdict) {
+            return;
+        }
+        tracing::info!(endpoint = %self.addr, service = self.service(), "health: {}", verdict.name());
+        self.service
+            .metrics
+            .health_transitions
+            .get_or_create(&HealthLabels {
+                service: self.service.name.to_string(),
+                health: verdict.name().to_owned(),
+            })
+            .inc();
+        self.service.changed.notify_waiters();
     }
 
     pub(crate) fn health_view(&self, now: u64) -> HealthView {

@@ -12,6 +12,7 @@ mod deadlines;
 mod endpoints;
 mod errors;
 mod h2_abuse;
+mod health_check;
 mod http1;
 mod ipv6;
 mod lifecycle;
