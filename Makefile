@@ -33,7 +33,7 @@ VENV_PYTHON := $(CURDIR)/target/venv/bin/python
 PYTHON ?= $(VENV_PYTHON)
 # The tests' interpreter (sidelb-test-env reads it).
 export SIDELB_PYTHON := $(PYTHON)
-TEST_TOOLS := kubectl:kubernetes-client
+TEST_TOOLS := kubectl:kubernetes-client chromium:chromium
 BENCH_TOOLS := h2load:nghttp2-client nginx:nginx haproxy:haproxy taskset:util-linux curl:curl
 
 .PHONY: all build release pgo test test-rust test-python lint demo bench fuzz images clean \

@@ -29,6 +29,8 @@ pub const INJECTOR_MUTATE_PATH: &str = "/mutate";
 pub const INJECTOR_HEALTH_PATH: &str = "/healthz";
 
 /// Admin server paths.
+/// The live page: each service's pods, their share of requests and state.
+pub const LIVE_PAGE_PATH: &str = "/";
 pub const LIVE_PATH: &str = "/live";
 pub const READY_PATH: &str = "/ready";
 pub const METRICS_PATH: &str = "/metrics";

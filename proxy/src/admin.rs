@@ -5,6 +5,13 @@
 //! - `/ready`: 200 once discovery has answered for every configured
 //!   upstream (and the endpoints file was read), 503 with the reason before.
 //! - `/metrics`: Prometheus text.
+//! - `/`: the live page (`admin/live.html`, compiled in): each service's
+//!   pods, their share of requests, latency and state, redrawn from
+//!   `/endpoints` every second by the page's own script. The proxy does no
+//!   work for it while nobody looks: shares, rates, errors and recent
+//!   percentiles are differences the page takes between two polls of
+//!   cumulative counters (the latency buckets, one atomic add per answer,
+//!   are the only ones kept for it).
 //! - `/endpoints`: JSON, every service and the state of each endpoint.
 //! - `/log-level`: `GET` the tracing filter, `PUT` a new one (the body, at
 //!   most [`MAX_FILTER_BYTES`]), applied at once; a bad one is refused
@@ -30,7 +37,7 @@ use crate::discovery::EndpointMeta;
 use crate::endpoint::grpc_health::Verdict;
 use crate::endpoint::{ConnState, Endpoint};
 use crate::logging::LogFilter;
-use crate::metrics::{Metrics, StateLabels};
+use crate::metrics::{Metrics, OTHER_GRPC_STATUS, StateLabels};
 use crate::time::{now_us, us};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -40,6 +47,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Serialize;
 use sidelb_config::{HealthCheck, exposition, names};
 use sidelb_serve::Connections;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -153,6 +161,30 @@ fn text(
 
 const PLAIN: &str = "text/plain; charset=utf-8";
 
+/// The live page, whole: its style and script inline, nothing else fetched
+/// but `/endpoints`.
+const LIVE_PAGE: &str = include_str!("admin/live.html");
+
+/// Held to by the browser: the page may load nothing from anywhere, and
+/// fetch only from the admin server itself.
+const LIVE_PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     script-src 'unsafe-inline'; connect-src 'self'; img-src data:; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn live_page() -> Response<Full<Bytes>> {
+    let mut res = text(StatusCode::OK, LIVE_PAGE, "text/html; charset=utf-8");
+    let headers = res.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, LIVE_PAGE_POLICY),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    res
+}
+
 impl Admin {
     async fn handle(
         &self,
@@ -169,6 +201,7 @@ impl Admin {
             );
         }
         match path.as_str() {
+            names::LIVE_PAGE_PATH => live_page(),
             names::LIVE_PATH => text(StatusCode::OK, "live\n", PLAIN),
             names::READY_PATH => match (self.ready)() {
                 Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
@@ -194,7 +227,7 @@ impl Admin {
             names::LOG_LEVEL_PATH => self.log_level(req).await,
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /live, /ready, /metrics, /endpoints or /log-level\n",
+                "not found; try / (the live page), /live, /ready, /metrics, /endpoints or /log-level\n",
                 PLAIN,
             ),
         }
@@ -389,6 +422,15 @@ pub(crate) struct EndpointView {
     pub(crate) ewma_ms: f64,
     pub(crate) requests: u64,
     pub(crate) failures: u64,
+    /// Finished requests by status since the endpoint appeared: a gRPC
+    /// status by its name (`OK`, `UNAVAILABLE`, `other` past the last
+    /// one), an answer without one as `HTTP 503`.
+    pub(crate) statuses: BTreeMap<String, u64>,
+    /// Answers by latency (to the response head) since the endpoint
+    /// appeared, in buckets at most a quarter wide: each bucket that has
+    /// any, keyed by its upper bound in µs (exclusive), and its count.
+    /// Percentiles over a recent window are the difference of two reads.
+    pub(crate) latency_us: BTreeMap<u64, u64>,
     pub(crate) consecutive_failures: u32,
     pub(crate) ejections: u32,
     /// Time left in the current ejection.
@@ -470,6 +512,8 @@ fn outside_view(meta: EndpointMeta) -> EndpointView {
         ewma_ms: 0.0,
         requests: 0,
         failures: 0,
+        statuses: BTreeMap::new(),
+        latency_us: BTreeMap::new(),
         consecutive_failures: 0,
         ejections: 0,
         ejected_for_ms: None,
@@ -505,6 +549,12 @@ fn endpoint_view(
         ewma_ms: (ep.latency_estimate(now) / 1000.0 * 1000.0).round() / 1000.0,
         requests: ep.requests(),
         failures: ep.failures(),
+        statuses: statuses(ep),
+        latency_us: ep
+            .latency_buckets()
+            .into_iter()
+            .map(|b| (b.high_us, b.count))
+            .collect(),
         consecutive_failures: health.consecutive_failures,
         ejections: health.ejections,
         ejected_for_ms: health.ejected_for_us.map(|us| us / 1000),
@@ -525,4 +575,39 @@ fn endpoint_view(
             .then(|| ep.last_error())
             .flatten(),
     }
+}
+
+/// gRPC's status codes by number, as `/endpoints` names them.
+const GRPC_STATUS_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+fn statuses(ep: &Endpoint) -> BTreeMap<String, u64> {
+    let mut by_name = BTreeMap::new();
+    for (grpc, http, count) in ep.status_counts() {
+        let name = match grpc {
+            Some(code) => GRPC_STATUS_NAMES
+                .get(usize::from(code))
+                .map_or_else(|| OTHER_GRPC_STATUS.to_owned(), |n| (*n).to_owned()),
+            None => format!("HTTP {http}"),
+        };
+        *by_name.entry(name).or_insert(0) += count;
+    }
+    by_name
 }

@@ -10,6 +10,7 @@ pub(crate) mod driver;
 pub(crate) mod ewma;
 pub(crate) mod grpc_health;
 pub(crate) mod health;
+pub(crate) mod latency;
 pub(crate) mod penalty;
 
 use crate::metrics::{
@@ -21,6 +22,7 @@ use conns::{ConnSet, StreamSlot};
 use ewma::LatencyEwma;
 use grpc_health::{GrpcHealth, Verdict};
 use health::{Health, HealthView};
+use latency::{BucketCount, LatencySketch};
 use penalty::RateLimitPenalty;
 use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
@@ -79,6 +81,7 @@ pub struct Endpoint {
     requests: AtomicU64,
     failures: AtomicU64,
     ewma: LatencyEwma,
+    latency: LatencySketch,
     health: Health,
     /// With `SIDELB_HEALTH_CHECK=grpc`: what its Health service says.
     grpc_health: GrpcHealth,
@@ -122,6 +125,7 @@ impl Endpoint {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ewma: LatencyEwma::new(initial_rtt_us, now),
+            latency: LatencySketch::default(),
             health: Health::default(),
             grpc_health: GrpcHealth::default(),
             rate_limit: RateLimitPenalty::default(),
@@ -247,6 +251,12 @@ impl Endpoint {
     /// An answer's latency (µs), arrived at `now`.
     pub(crate) fn observe_latency(&self, rtt_us: f64, now: u64) {
         self.ewma.observe(rtt_us, now);
+        self.latency.record(rtt_us as u64);
+    }
+
+    /// Its answers by latency since it appeared (see [`latency`]).
+    pub(crate) fn latency_buckets(&self) -> Vec<BucketCount> {
+        self.latency.buckets()
     }
 
     /// An answer that says the endpoint is rate limited
@@ -360,6 +370,12 @@ impl Endpoint {
         self.metrics.count(grpc_status, http_status);
     }
 
+    /// Its finished requests by (gRPC status, HTTP status), with their
+    /// counts, since it appeared.
+    pub(crate) fn status_counts(&self) -> Vec<(Option<u16>, u16, u64)> {
+        self.metrics.counts()
+    }
+
     /// Removes the endpoint's metric series now rather than when it is
     /// dropped: its service is dropped, and nothing is in flight.
     pub(crate) fn retire_series(&self) {
@@ -443,6 +459,15 @@ impl EndpointMetrics {
         );
         counter.inc();
         cache.push((key, counter));
+    }
+
+    fn counts(&self) -> Vec<(Option<u16>, u16, u64)> {
+        let cache = self.by_status.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .iter()
+            .flatten()
+            .map(|((grpc, http), c)| ((*grpc != NO_GRPC).then_some(*grpc), *http, c.get()))
+            .collect()
     }
 
     /// Removes every series of the endpoint, once.

@@ -20,6 +20,7 @@
 //! - [`metrics`]: the proxy's `/metrics`, parsed and queried by labels.
 //! - [`Http1Conn`], [`Http1Backend`]: HTTP/1.1 byte for byte (malformed
 //!   framing included) and a backend that echoes what reached it.
+//! - [`LivePage`]: the proxy's live page in headless Chromium, read as shown.
 //! - [`Injector`]: a `sidelb-injector` process serving a given certificate.
 //! - [`Kubectl`]: the real `kubectl` against a kubeconfig, in its own scratch dir.
 //! - [`ControlPlane`]: the real control plane of `make cluster` (kube-apiserver,
@@ -75,6 +76,7 @@
 pub mod apps;
 pub mod backend;
 pub mod binary;
+pub mod browser;
 pub mod chart;
 pub mod client;
 pub mod control_plane;
@@ -103,6 +105,7 @@ pub mod wait;
 pub use apps::{AppClient, AppSummary, Language};
 pub use backend::{Backend, BackendOptions, write_health};
 pub use binary::binary_path;
+pub use browser::LivePage;
 pub use client::Echo;
 pub use control_plane::ControlPlane;
 pub use endpoints_file::{EndpointsFile, ServiceEndpoints};

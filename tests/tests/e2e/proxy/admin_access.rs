@@ -5,15 +5,16 @@
 //! client outside the pod (the kubelet, another pod) comes from the pod
 //! IP's network and one inside comes from loopback:
 //!
-//! - `/live`, `/ready`, `/metrics` answer both; `/endpoints` and any other
-//!   path answer loopback only, 403 with the way in (port-forward) outside,
-//!   and what loopback sees is unchanged;
+//! - `/live`, `/ready`, `/metrics` answer both; `/endpoints`, the live
+//!   page `/` and any other path answer loopback only, 403 with the way in
+//!   (port-forward) outside, and what loopback sees is unchanged;
 //! - a few hundred connections held open from outside, silent or with half
 //!   a request head, do not keep the probes out, and are all closed within
 //!   a minute.
 
 use sidelb_config::names::{
-    ADMIN_PORT, ADMIN_PUBLIC_PATHS, ENDPOINTS_PATH, LIVE_PATH, METRICS_PATH, READY_PATH,
+    ADMIN_PORT, ADMIN_PUBLIC_PATHS, ENDPOINTS_PATH, LIVE_PAGE_PATH, LIVE_PATH, METRICS_PATH,
+    READY_PATH,
 };
 use sidelb_config::settings;
 use sidelb_tests::harness::netns::Side;
@@ -119,6 +120,9 @@ async fn endpoints_answer_loopback_only() {
         let (status, body) = proxy.admin_get(path).await.expect("answered");
         assert_eq!(status.as_u16(), 200, "{path} from loopback: {body}");
     }
+    let (status, body) = proxy.admin_get(LIVE_PAGE_PATH).await.expect("answered");
+    assert_eq!(status.as_u16(), 200, "the live page on loopback: {body}");
+    assert!(body.contains("<title>sidelb live</title>"), "{body}");
     let (status, body) = proxy.admin_get("/nope").await.expect("answered");
     assert_eq!(status.as_u16(), 404, "unknown paths on loopback: {body}");
 }

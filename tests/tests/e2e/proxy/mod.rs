@@ -16,6 +16,7 @@ mod health_check;
 mod http1;
 mod ipv6;
 mod lifecycle;
+mod live_page;
 mod log_level;
 mod rate_limits;
 mod shutdown_grace;
