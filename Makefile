@@ -5,6 +5,9 @@
 #   make pgo     sidelb-proxy built with a profile of its own gRPC traffic (faster)
 #   make bench   sidelb against a direct connection, nginx and HAProxy, and a rolling restart
 #                through each; writes bench/RESULTS.md
+#   make bench-scale  a proxy's memory with 1,000s of endpoints, and 200 proxies watching one
+#                Service of 1,000 endpoints on a real control plane while it rolls (about 4 min);
+#                writes its section of bench/RESULTS.md
 #   make fuzz    the property-based fuzz targets (fuzz/) with many cases (PROPTEST_CASES)
 #   make cluster a local Kubernetes control plane built from source (cluster/Makefile.inc)
 #   make demo-cluster  the chart, the real webhook, injected pods and a scale-up on that control plane
@@ -36,7 +39,7 @@ export SIDELB_PYTHON := $(PYTHON)
 TEST_TOOLS := kubectl:kubernetes-client chromium:chromium
 BENCH_TOOLS := h2load:nghttp2-client nginx:nginx haproxy:haproxy taskset:util-linux curl:curl
 
-.PHONY: all build release pgo test test-rust test-python lint demo bench fuzz images clean \
+.PHONY: all build release pgo test test-rust test-python lint demo bench bench-scale fuzz images clean \
 	deps deps-python deps-node deps-apps deps-rust deps-tools deps-bench
 
 all: build
@@ -98,6 +101,12 @@ demo:
 bench: deps-python deps-bench release pgo
 	$(PYTHON) bench/run.py
 	$(PYTHON) bench/rollout.py
+
+# Not part of `make test`: minutes of CPU, a control plane of its own
+# (target/bench-scale/cluster, stopped at the end).
+bench-scale: deps-python cluster-build
+	$(CARGO) build --release -p sidelb-proxy -p sidelb-bench --bins
+	$(PYTHON) bench/scale.py
 
 # `make test` runs every fuzz target briefly; this runs them long, optimised
 # but with overflow checks (profile `fuzz`). PROPTEST_CASES=N to choose.

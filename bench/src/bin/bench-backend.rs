@@ -7,7 +7,8 @@
 //! - `GET /stats`: the number of calls served, as text.
 //!
 //! `--addr 127.0.0.1:0` picks a free port; the first line on stdout is
-//! `listening ADDR`.
+//! `listening ADDR`. `--addr` given again adds a listener (one line each, in
+//! order): the scale benchmark serves a thousand endpoints from one process.
 
 use bytes::Bytes;
 use h2::RecvStream;
@@ -25,20 +26,22 @@ struct Backend {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench-backend --name NAME --addr IP:PORT [--stream-messages N]");
+    eprintln!(
+        "usage: bench-backend --name NAME --addr IP:PORT [--addr IP:PORT...] [--stream-messages N]"
+    );
     std::process::exit(2)
 }
 
 fn main() {
     let mut name = String::from("backend");
-    let mut addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut addrs: Vec<SocketAddr> = Vec::new();
     let mut stream_messages = 10;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
         match flag.as_str() {
             "--name" => name = value,
-            "--addr" => addr = value.parse().unwrap_or_else(|_| usage()),
+            "--addr" => addrs.push(value.parse().unwrap_or_else(|_| usage())),
             "--stream-messages" => stream_messages = value.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
@@ -50,7 +53,10 @@ fn main() {
             eprintln!("bench-backend: {e}");
             std::process::exit(1)
         });
-    runtime.block_on(serve(addr, name, stream_messages));
+    if addrs.is_empty() {
+        addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    runtime.block_on(serve(addrs, name, stream_messages));
 }
 
 /// A gRPC message: flag byte, 4-byte length, then a protobuf with field 1
@@ -64,24 +70,38 @@ fn reply_message(name: &str) -> Bytes {
     Bytes::from(msg)
 }
 
-async fn serve(addr: SocketAddr, name: String, stream_messages: usize) {
-    let listener = match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("bench-backend: cannot listen on {addr}: {e}");
-            std::process::exit(1)
-        }
-    };
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    println!("listening {local}");
+async fn serve(addrs: Vec<SocketAddr>, name: String, stream_messages: usize) {
     let backend = Arc::new(Backend {
         reply: reply_message(&name),
         stream_messages,
         served: AtomicU64::new(0),
     });
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("bench-backend: cannot listen on {addr}: {e}");
+                std::process::exit(1)
+            }
+        };
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!("listening {local}");
+        listeners.push(listener);
+    }
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| tokio::spawn(accept(listener, backend.clone())))
+        .collect();
+    for task in accepting {
+        let _ = task.await;
+    }
+}
+
+async fn accept(listener: TcpListener, backend: Arc<Backend>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
