@@ -1,8 +1,9 @@
 //! Active gRPC health checking (`SIDELB_HEALTH_CHECK=grpc`).
 //!
 //! Kubernetes readiness says whether a pod may join a Service; a server can
-//! say more, and sooner, through `grpc.health.v1.Health`. Each connection to
-//! an endpoint carries one `Watch` stream for the whole server (service name
+//! say more, and sooner, through `grpc.health.v1.Health`. An endpoint's
+//! connection (the first, not the extra ones opened at the peer's stream
+//! limit) carries one `Watch` stream for the whole server (service name
 //! `""`: the proxy balances a Service's pods, not one gRPC service inside
 //! them, and there is no setting naming one). An endpoint whose last answer
 //! is `NOT_SERVING` (or `SERVICE_UNKNOWN`) takes no new calls until it
@@ -27,7 +28,7 @@
 //! has no protobuf library to bring in for them.
 
 use super::Endpoint;
-use super::conns::H2Conn;
+use super::conns::{H2Conn, StreamSlot};
 use super::driver::backoff;
 use crate::metrics::HEALTH_LABELS;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -285,7 +286,8 @@ fn status_error((code, message): (u32, String)) -> Result<(), HealthError> {
 }
 
 /// Checks the endpoint over `conn` for as long as the connection is open:
-/// the caller drops this future when it closes. Never returns.
+/// the caller drops this future when it closes. Never returns. Its streams
+/// hold slots of the connection, as requests do.
 pub(crate) async fn run(endpoint: &Endpoint, conn: &Arc<H2Conn>) {
     let health = endpoint.grpc_health();
     health.set_polling(false);
@@ -347,14 +349,15 @@ fn request(endpoint: &Endpoint, path: &str, timeout: Option<Duration>) -> Reques
     builder.body(()).unwrap_or_default()
 }
 
-/// Sends one health request on `conn`; the response's body.
+/// Sends one health request on `conn`; the response's body, and the
+/// stream's slot on the connection, to be held as long as the body.
 async fn call(
     endpoint: &Endpoint,
     conn: &Arc<H2Conn>,
     path: &str,
     timeout: Option<Duration>,
-) -> Result<h2::RecvStream, HealthError> {
-    let (send, _slot) = conn.claim();
+) -> Result<(h2::RecvStream, StreamSlot), HealthError> {
+    let (send, slot) = conn.claim();
     let mut send = send.ready().await?;
     let (response, mut tx) = send.send_request(request(endpoint, path, timeout), false)?;
     tx.send_data(request_frame(""), true)?;
@@ -365,7 +368,7 @@ async fn call(
     if let Some(status) = grpc_status(response.headers()) {
         status_error(status)?;
     }
-    Ok(response.into_body())
+    Ok((response.into_body(), slot))
 }
 
 /// Reads the next message from `body`; `None` at its end (its trailers
@@ -396,7 +399,7 @@ async fn watch(
     conn: &Arc<H2Conn>,
     answered: &mut bool,
 ) -> Result<(), HealthError> {
-    let mut body = call(endpoint, conn, WATCH_PATH, None).await?;
+    let (mut body, _slot) = call(endpoint, conn, WATCH_PATH, None).await?;
     let mut frames = Frames::default();
     while let Some(message) = next_message(&mut body, &mut frames).await? {
         *answered = true;
@@ -407,7 +410,7 @@ async fn watch(
 
 /// One `Check`.
 async fn check(endpoint: &Endpoint, conn: &Arc<H2Conn>) -> Result<Verdict, HealthError> {
-    let mut body = call(endpoint, conn, CHECK_PATH, Some(CHECK_TIMEOUT)).await?;
+    let (mut body, _slot) = call(endpoint, conn, CHECK_PATH, Some(CHECK_TIMEOUT)).await?;
     let mut frames = Frames::default();
     let message = next_message(&mut body, &mut frames)
         .await?

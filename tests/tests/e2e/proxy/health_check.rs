@@ -30,6 +30,15 @@ async fn start(
     backends: &[(&str, HealthMode)],
     env: &[(&str, &str)],
 ) -> EchoSetup {
+    start_with(dir, backends, BackendOptions::default(), env).await
+}
+
+async fn start_with(
+    dir: &ScratchDir,
+    backends: &[(&str, HealthMode)],
+    options: BackendOptions,
+    env: &[(&str, &str)],
+) -> EchoSetup {
     let mut started = Vec::new();
     for (name, mode) in backends {
         let file = health_file(dir, name);
@@ -37,7 +46,7 @@ async fn start(
         let options = BackendOptions {
             health: *mode,
             health_file: Some(file),
-            ..BackendOptions::default()
+            ..options.clone()
         };
         started.push(Backend::spawn(name, options).await.expect("backend starts"));
     }
@@ -226,4 +235,22 @@ async fn a_backend_without_watch_is_polled_and_one_without_health_is_used_unchec
     assert_eq!(tally.ok(), CALLS, "{tally}");
     assert_eq!(tally.served_by("polled"), 0, "{tally}");
     assert!(tally.served_by("unchecked") > 0, "{tally}");
+}
+
+#[tokio::test]
+async fn the_watch_stream_counts_against_the_backends_stream_limit() {
+    // One stream at a time: the Watch holds it, so calls go on an extra
+    // connection rather than queue behind a stream that never ends.
+    let dir = ScratchDir::new("health-check-limit").expect("scratch dir");
+    let one_stream = BackendOptions {
+        max_concurrent_streams: Some(1),
+        ..BackendOptions::default()
+    };
+    let setup = start_with(&dir, &[("a", HealthMode::Watch)], one_stream, &GRPC).await;
+    wait_health(&setup, "a", "serving", WATCHED).await;
+    let client = setup.client().await.expect("one connection");
+    let tally = unary_calls(&client, 20, &EchoRequest::default()).await;
+    assert_eq!(tally.served_by("a"), 20, "{tally}");
+    let a = endpoint(&setup, "a").await;
+    assert!(a["connections"].as_u64().is_some_and(|n| n >= 2), "{a}");
 }
