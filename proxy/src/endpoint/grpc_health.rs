@@ -13,7 +13,8 @@
 //!
 //! - A server without `Watch` (UNIMPLEMENTED) is asked `Check` every
 //!   [`CHECK_INTERVAL`], each bounded by [`CHECK_TIMEOUT`]; one without the
-//!   Health service at all is used unchecked, as gRPC clients do.
+//!   Health service at all (or answering HTTP 404, not being gRPC) is used
+//!   unchecked, as gRPC clients do.
 //! - A `Watch` that ends or fails is opened again with the driver's backoff;
 //!   until it answers, and after a `Check` that fails, the verdict is
 //!   `unknown` and the endpoint is used: a broken connection is the
@@ -143,8 +144,14 @@ pub(crate) enum HealthError {
 }
 
 impl HealthError {
+    /// The server has no such method; HTTP 404 counts, as gRPC maps it so
+    /// (an HTTP/2 server that is not gRPC at all).
     fn is_unimplemented(&self) -> bool {
-        matches!(self, HealthError::Status { code, .. } if *code == UNIMPLEMENTED)
+        match self {
+            HealthError::Status { code, .. } => *code == UNIMPLEMENTED,
+            HealthError::HttpStatus(status) => *status == 404,
+            _ => false,
+        }
     }
 }
 

@@ -88,6 +88,19 @@ fn compressed_or_oversized_frames_are_refused() {
 }
 
 #[test]
+fn unimplemented_is_the_status_or_a_404() {
+    let status = |code| HealthError::Status {
+        code,
+        message: String::new(),
+    };
+    assert!(status(12).is_unimplemented());
+    assert!(HealthError::HttpStatus(404).is_unimplemented());
+    assert!(!status(14).is_unimplemented());
+    assert!(!HealthError::HttpStatus(503).is_unimplemented());
+    assert!(!HealthError::NoMessage.is_unimplemented());
+}
+
+#[test]
 fn verdicts_are_named_as_endpoints_shows_them() {
     let names: Vec<_> = Verdict::ALL.iter().map(|v| v.name()).collect();
     assert_eq!(
