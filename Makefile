@@ -6,7 +6,7 @@
 #   make bench   sidelb against a direct connection, nginx and HAProxy, and a rolling restart
 #                through each; writes bench/RESULTS.md
 #   make bench-scale  a proxy's memory with 1,000s of endpoints, and 200 proxies watching one
-#                Service of 1,000 endpoints on a real control plane while it rolls (about 4 min);
+#                Service of 1,000 endpoints on a real control plane while it rolls (about 2 min once built);
 #                writes its section of bench/RESULTS.md
 #   make fuzz    the property-based fuzz targets (fuzz/) with many cases (PROPTEST_CASES)
 #   make cluster a local Kubernetes control plane built from source (cluster/Makefile.inc)
