@@ -457,6 +457,10 @@ pub(crate) struct EndpointView {
     /// the server having no `Watch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) health_via: Option<&'static str>,
+    /// The weight of its last ORCA load report (rate over utilisation),
+    /// while that report stands: see `endpoint::load_report`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) load_weight: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) last_error: Option<String>,
 }
@@ -522,6 +526,7 @@ fn outside_view(meta: EndpointMeta) -> EndpointView {
         rate_limit_penalty: None,
         health: None,
         health_via: None,
+        load_weight: None,
         last_error: None,
     }
 }
@@ -571,6 +576,7 @@ fn endpoint_view(
                 "watch"
             }
         }),
+        load_weight: ep.load_weight(now).map(|w| (w * 100.0).round() / 100.0),
         last_error: (ep.state() != ConnState::Ready)
             .then(|| ep.last_error())
             .flatten(),

@@ -92,6 +92,7 @@ pub struct Metrics {
     pub(crate) services_refused: Counter,
     pub(crate) ejections: Family<EndpointLabels, Counter>,
     pub(crate) rate_limited: Family<EndpointLabels, Counter>,
+    pub(crate) load_reports: Family<EndpointLabels, Counter>,
     pub(crate) ejected: Family<EndpointLabels, Gauge>,
     pub(crate) connect_failures: Family<EndpointLabels, Counter>,
     pub(crate) app_connections: Family<ListenerLabels, Counter>,
@@ -124,6 +125,7 @@ impl Metrics {
             services_refused: Counter::default(),
             ejections: Family::default(),
             rate_limited: Family::default(),
+            load_reports: Family::default(),
             ejected: Family::default(),
             connect_failures: Family::default(),
             app_connections: Family::default(),
@@ -202,6 +204,11 @@ impl Metrics {
             m.rate_limited.clone(),
         );
         registry.register(
+            "load_reports",
+            "Answers that carried an ORCA load report (endpoint-load-metrics-bin), by which the balancer weighs the endpoint against others that report",
+            m.load_reports.clone(),
+        );
+        registry.register(
             "ejected",
             "1 while an endpoint is ejected",
             m.ejected.clone(),
@@ -254,6 +261,7 @@ impl Metrics {
         self.ejected.remove(labels);
         self.connect_failures.remove(labels);
         self.rate_limited.remove(labels);
+        self.load_reports.remove(labels);
     }
 
     /// Encodes every metric; `refresh` first sets the state gauges.
@@ -307,6 +315,7 @@ mod tests {
         m.connect_failures.get_or_create(&endpoint).inc();
         m.ejected.get_or_create(&endpoint).set(1);
         m.rate_limited.get_or_create(&endpoint).inc();
+        m.load_reports.get_or_create(&endpoint).inc();
         assert!(m.encode(|_| ()).contains("a.ns:1"));
         m.remove_endpoint(&endpoint);
         assert!(!m.encode(|_| ()).contains("127.0.0.1:9"));

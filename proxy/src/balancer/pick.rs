@@ -17,7 +17,13 @@
 //! (see [`crate::endpoint::grpc_health`]), not even as a last resort.
 //!
 //! Every kind divides an endpoint's share by its rate-limit penalty (see
-//! [`crate::endpoint::penalty`]) and, in slow start, by its age.
+//! [`crate::endpoint::penalty`]) and, in slow start, by its age. When both
+//! sampled endpoints send ORCA load reports (see
+//! [`crate::endpoint::load_report`]), their reports stand in for latency:
+//! each costs its in-flight load over its reported weight relative to the
+//! other's. Weights only compare between endpoints that report, so the pair
+//! is where they meet; against one that does not report, both are weighed
+//! by latency as always.
 //!
 //! Sampling stays O(1) however many endpoints there are; only when the
 //! samples keep hitting unusable endpoints does it fall back to a scan.
@@ -94,7 +100,17 @@ impl Choice<'_, '_> {
         b: &'e Arc<Endpoint>,
         rng: &mut Rng,
     ) -> &'e Arc<Endpoint> {
-        let (ca, cb) = (cost(self.cx, a), cost(self.cx, b));
+        let now = self.cx.now_us;
+        let (ca, cb) = match (a.load_weight(now), b.load_weight(now)) {
+            (Some(wa), Some(wb)) => {
+                let mean = (wa + wb) / 2.0;
+                (
+                    reported_cost(self.cx, a, wa / mean),
+                    reported_cost(self.cx, b, wb / mean),
+                )
+            }
+            _ => (cost(self.cx, a), cost(self.cx, b)),
+        };
         let take_a = match self.cx.kind {
             Balancer::P2cEwma => rng.f64() * (ca + cb) < cb,
             _ if ca == cb => rng.bool(),
@@ -191,6 +207,14 @@ fn weight(cx: &PickContext<'_>, ep: &Endpoint) -> f64 {
         _ => 1.0,
     };
     slow_start * ep.rate_limit_share(cx.now_us)
+}
+
+/// What sending one more request to `ep` costs by its own ORCA report,
+/// `relative_weight` being its reported weight over the other choice's:
+/// its in-flight load over that weight, in place of its latency.
+fn reported_cost(cx: &PickContext<'_>, ep: &Endpoint, relative_weight: f64) -> f64 {
+    let load = (ep.in_flight() + 1) as f64;
+    load / relative_weight / weight(cx, ep)
 }
 
 /// What sending one more request to `ep` costs; lower is better.
@@ -309,6 +333,40 @@ mod tests {
             counts[i] += 1;
         }
         counts.iter().map(|&c| c as f64 / draws as f64).collect()
+    }
+
+    fn report(utilization: f64) -> crate::endpoint::load_report::LoadReport {
+        crate::endpoint::load_report::LoadReport {
+            cpu_utilization: utilization,
+            rps_fractional: 100.0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reported_load_weighs_between_endpoints_that_both_report() {
+        let f = Fixture::new();
+        let eps: Vec<_> = (0..3).map(|i| f.endpoint(i, 1000.0)).collect();
+        eps[0].record_load_report(&report(0.9), NOW);
+        eps[1].record_load_report(&report(0.1), NOW);
+        let cx = f.cx(Balancer::P2cEwma);
+        let shares = shares(&eps, &cx, 11, 30_000);
+        // Against the idle one the busy one's cost is nine times higher;
+        // against the one that does not report, latency decides.
+        assert!(shares[0] < 0.28, "the busy endpoint took {:.3}", shares[0]);
+        assert!(shares[1] > 0.39, "the idle endpoint took {:.3}", shares[1]);
+        assert!(
+            (0.28..0.39).contains(&shares[2]),
+            "the silent endpoint took {:.3}",
+            shares[2]
+        );
+        // Reports expire: latency alone again.
+        let later = PickContext {
+            now_us: NOW + crate::endpoint::load_report::EXPIRY_US,
+            ..f.cx(Balancer::P2cEwma)
+        };
+        let even = super::tests::shares(&eps, &later, 11, 30_000);
+        assert!(even.iter().all(|s| (0.28..0.39).contains(s)), "{even:?}");
     }
 
     #[test]

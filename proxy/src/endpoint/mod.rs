@@ -11,6 +11,7 @@ pub(crate) mod ewma;
 pub(crate) mod grpc_health;
 pub(crate) mod health;
 pub(crate) mod latency;
+pub(crate) mod load_report;
 pub(crate) mod penalty;
 
 use crate::metrics::{
@@ -23,6 +24,7 @@ use ewma::LatencyEwma;
 use grpc_health::{GrpcHealth, Verdict};
 use health::{Health, HealthView};
 use latency::{BucketCount, LatencySketch};
+use load_report::{LoadReport, LoadWeight};
 use penalty::RateLimitPenalty;
 use prometheus_client::metrics::counter::Counter;
 use std::net::SocketAddr;
@@ -86,6 +88,7 @@ pub struct Endpoint {
     /// With `SIDELB_HEALTH_CHECK=grpc`: what its Health service says.
     grpc_health: GrpcHealth,
     rate_limit: RateLimitPenalty,
+    load: LoadWeight,
     /// When its slow start began; 0 when it takes a full share at once.
     slow_start_from_us: u64,
     removed: AtomicBool,
@@ -129,6 +132,7 @@ impl Endpoint {
             health: Health::default(),
             grpc_health: GrpcHealth::default(),
             rate_limit: RateLimitPenalty::default(),
+            load: LoadWeight::default(),
             slow_start_from_us: if slow_start { now } else { 0 },
             removed: AtomicBool::new(false),
             driver: Mutex::new(None),
@@ -268,6 +272,21 @@ impl Endpoint {
             .rate_limited
             .get_or_create(&self.metric_labels())
             .inc();
+    }
+
+    /// An answer's ORCA load report, arrived at `now`: see [`load_report`].
+    pub(crate) fn record_load_report(&self, report: &LoadReport, now: u64) {
+        self.load.record(report, now);
+        self.service
+            .metrics
+            .load_reports
+            .get_or_create(&self.metric_labels())
+            .inc();
+    }
+
+    /// The weight its last ORCA report gives it, while that report stands.
+    pub(crate) fn load_weight(&self, now: u64) -> Option<f64> {
+        self.load.at(now)
     }
 
     /// The rate-limit penalty at `now` (0: none).

@@ -10,6 +10,7 @@
 //! [`REPLAY_LIMIT`]) so that a request that provably never reached an app can
 //! be sent again to another endpoint, whole.
 
+use crate::endpoint::load_report::LoadReport;
 use bytes::{Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
 use http::HeaderMap;
@@ -107,28 +108,38 @@ async fn trailers(rx: &mut RecvStream) -> Result<Option<HeaderMap>, PumpError> {
         .map_err(PumpError::Recv)
 }
 
-/// Copies a response body and its trailers; returns the trailers' grpc-status.
+/// How a copied response ended: its trailers' grpc-status and load report.
+#[derive(Default)]
+pub(crate) struct ResponseEnd {
+    pub(crate) grpc_status: Option<u16>,
+    pub(crate) load: Option<LoadReport>,
+}
+
+/// Copies a response body and its trailers; says what the trailers held.
 pub(crate) async fn pump_response(
     rx: &mut RecvStream,
     tx: &mut SendStream<Bytes>,
-) -> Result<Option<u16>, PumpError> {
+) -> Result<ResponseEnd, PumpError> {
     while let Some(chunk) = next_chunk(rx, tx).await? {
         let eos = rx.is_end_stream();
         send_chunk(tx, chunk, eos).await?;
         if eos {
-            return Ok(None);
+            return Ok(ResponseEnd::default());
         }
     }
     match trailers(rx).await? {
         Some(t) => {
-            let status = super::grpc::status_of(&t);
+            let end = ResponseEnd {
+                grpc_status: super::grpc::status_of(&t),
+                load: LoadReport::from_headers(&t),
+            };
             tx.send_trailers(t).map_err(|_| PumpError::Send)?;
-            Ok(status)
+            Ok(end)
         }
         None => {
             tx.send_data(Bytes::new(), true)
                 .map_err(|_| PumpError::Send)?;
-            Ok(None)
+            Ok(ResponseEnd::default())
         }
     }
 }

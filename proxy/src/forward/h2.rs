@@ -22,6 +22,7 @@ use super::grpc;
 use crate::balancer::{Pool, Protocol};
 use crate::drain::Deadline;
 use crate::endpoint::Endpoint;
+use crate::endpoint::load_report::LoadReport;
 use crate::time::now_us;
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -322,6 +323,7 @@ async fn attempt(
     let (parts, mut resp_body) = response.into_parts();
     let http_status = parts.status.as_u16();
     let head_status = grpc::status_of(&parts.headers);
+    let head_load = LoadReport::from_headers(&parts.headers);
     let eos = resp_body.is_end_stream();
     let Some(mut respond) = down.respond.take() else {
         return Attempt::Failed(Failure::ClientGone);
@@ -330,15 +332,15 @@ async fn attempt(
         Ok(tx) => down.tx.insert(tx),
         Err(_) => return Attempt::Failed(Failure::ClientGone),
     };
-    let grpc_status = if eos {
-        head_status
+    let (grpc_status, load) = if eos {
+        (head_status, head_load)
     } else {
         let copy = pump_response(&mut resp_body, tx);
         tokio::pin!(copy);
         loop {
             tokio::select! {
                 r = &mut copy => match r {
-                    Ok(status) => break status.or(head_status),
+                    Ok(end) => break (end.grpc_status.or(head_status), end.load.or(head_load)),
                     Err(PumpError::Send) => return Attempt::Failed(Failure::ClientGone),
                     Err(PumpError::Recv(e)) => return Attempt::Failed(upstream_failure(pool, ep, e)),
                 },
@@ -351,6 +353,9 @@ async fn attempt(
             }
         }
     };
+    if let Some(report) = &load {
+        ep.record_load_report(report, now_us());
+    }
     if grpc_status == Some(grpc::RESOURCE_EXHAUSTED) || http_status == 429 {
         ep.record_rate_limited(now_us());
     }

@@ -49,6 +49,10 @@ struct Flags {
     /// without it: always `SERVING`.
     #[arg(long)]
     health_file: Option<PathBuf>,
+    /// Attach an ORCA load report (`endpoint-load-metrics-bin`) to every
+    /// answer saying this CPU utilisation (0-1) at 100 requests a second.
+    #[arg(long)]
+    orca_utilization: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
             mode: flags.health,
             file: flags.health_file,
         },
+        orca_utilization: flags.orca_utilization,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(flags.workers.into())

@@ -7,7 +7,9 @@
 //! gets the echoed keys as headers and again in its trailers; a failure that
 //! tonic sends as a trailers-only response gets them in its only header block.
 //! The `x-sidelb-backend` header goes on every response, so that a failed call
-//! can still be attributed to the instance that failed it.
+//! can still be attributed to the instance that failed it. A backend told to
+//! report its load adds an ORCA report (`endpoint-load-metrics-bin`) the
+//! same way, as a gRPC server using ORCA's per-call reports does.
 
 use super::{BACKEND_HEADER, ECHO_PREFIX};
 use bytes::Bytes;
@@ -22,6 +24,7 @@ use tower::{Layer, Service};
 #[derive(Clone, Debug)]
 pub struct EchoMetadataLayer {
     backend: HeaderValue,
+    load_report: Option<HeaderValue>,
 }
 
 impl EchoMetadataLayer {
@@ -30,17 +33,44 @@ impl EchoMetadataLayer {
     pub fn new(backend: &str) -> Self {
         let backend = HeaderValue::from_str(backend)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid-name"));
-        EchoMetadataLayer { backend }
+        EchoMetadataLayer {
+            backend,
+            load_report: None,
+        }
     }
+
+    /// Every answer also carries an ORCA load report saying `cpu_utilization`
+    /// at 100 requests a second (when given).
+    pub fn reporting_load(mut self, cpu_utilization: Option<f64>) -> Self {
+        self.load_report = cpu_utilization.map(orca_report);
+        self
+    }
+}
+
+/// The report's header value: an `xds.data.orca.v3.OrcaLoadReport` with
+/// `cpu_utilization` (field 1) and `rps_fractional` (field 6), base64.
+fn orca_report(cpu_utilization: f64) -> HeaderValue {
+    use base64::Engine;
+    let mut message = vec![(1 << 3) | 1];
+    message.extend_from_slice(&cpu_utilization.to_le_bytes());
+    message.push((6 << 3) | 1);
+    message.extend_from_slice(&100f64.to_le_bytes());
+    let text = base64::engine::general_purpose::STANDARD.encode(message);
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 impl<S> Layer<S> for EchoMetadataLayer {
     type Service = EchoMetadata<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let mut added = Vec::new();
+        if let Some(report) = &self.load_report {
+            added.push((HeaderName::from_static(LOAD_REPORT), report.clone()));
+        }
         EchoMetadata {
             inner,
             backend: self.backend.clone(),
+            added,
         }
     }
 }
@@ -49,7 +79,12 @@ impl<S> Layer<S> for EchoMetadataLayer {
 pub struct EchoMetadata<S> {
     inner: S,
     backend: HeaderValue,
+    /// Trailers (or trailers-only headers) of every answer besides the echoed ones.
+    added: Vec<(HeaderName, HeaderValue)>,
 }
+
+/// The trailer of ORCA's per-call load reports.
+const LOAD_REPORT: &str = "endpoint-load-metrics-bin";
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for EchoMetadata<S>
 where
@@ -65,7 +100,8 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let echoed = echoed_metadata(request.headers());
+        let mut echoed = echoed_metadata(request.headers());
+        let added = self.added.clone();
         let backend = self.backend.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -75,6 +111,13 @@ where
             for (name, value) in &echoed {
                 headers.append(name.clone(), value.clone());
             }
+            // A trailers-only answer has its trailers among these headers.
+            if headers.contains_key("grpc-status") {
+                for (name, value) in &added {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            echoed.extend(added);
             Ok(response.map(|inner| EchoTrailers { inner, echoed }))
         })
     }

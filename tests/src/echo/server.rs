@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// What its `grpc.health.v1.Health` service answers.
     pub health: HealthConfig,
+    /// The CPU utilisation an ORCA load report on every answer says (none when unset).
+    pub orca_utilization: Option<f64>,
 }
 
 /// How serving ended.
@@ -72,7 +74,10 @@ pub async fn run(config: ServerConfig) -> Result<Stopped, Error> {
         .layer(
             // Outermost first: deadline responses get the echo and the name too.
             tower::ServiceBuilder::new()
-                .layer(EchoMetadataLayer::new(&config.behaviour.name))
+                .layer(
+                    EchoMetadataLayer::new(&config.behaviour.name)
+                        .reporting_load(config.orca_utilization),
+                )
                 .layer(DeadlineLayer)
                 .into_inner(),
         )

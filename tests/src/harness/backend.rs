@@ -46,6 +46,8 @@ pub struct BackendOptions {
     /// `--health-file`: its health status is this file's content (see
     /// [`write_health`]); `None`: always SERVING.
     pub health_file: Option<PathBuf>,
+    /// `--orca-utilization`: every answer carries an ORCA load report saying it.
+    pub orca_utilization: Option<f64>,
 }
 
 /// Sets the health status a backend started with `health_file` reports
@@ -80,6 +82,9 @@ impl Backend {
         }
         if let Some(code) = options.fail_code {
             command.arg(format!("--fail-code={}", code as i32));
+        }
+        if let Some(utilization) = options.orca_utilization {
+            command.arg(format!("--orca-utilization={utilization}"));
         }
         if let Some(drain) = options.drain_timeout {
             command.arg(format!("--drain-timeout-ms={}", drain.as_millis()));

@@ -17,6 +17,7 @@ mod http1;
 mod ipv6;
 mod lifecycle;
 mod live_page;
+mod load_reports;
 mod log_level;
 mod rate_limits;
 mod shutdown_grace;
