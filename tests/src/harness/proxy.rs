@@ -277,6 +277,21 @@ impl Proxy {
             .cloned())
     }
 
+    /// `/endpoints`' entry for endpoint `addr` of `service`, if listed.
+    pub async fn endpoint_view(
+        &self,
+        service: &str,
+        addr: SocketAddr,
+    ) -> Result<Option<serde_json::Value>> {
+        let addr = addr.to_string();
+        Ok(self.service_view(service).await?.and_then(|view| {
+            view["endpoints"]
+                .as_array()
+                .and_then(|eps| eps.iter().find(|e| e["address"] == addr.as_str()))
+                .cloned()
+        }))
+    }
+
     /// Waits until `/endpoints` shows `service` with exactly `addrs` as its
     /// endpoints, every one `ready` (connected): then every pick can use
     /// them all, and a test's counts do not depend on connection timing.

@@ -59,18 +59,12 @@ fn health_file(dir: &ScratchDir, name: &str) -> PathBuf {
 
 /// `name`'s entry in `/endpoints`.
 async fn endpoint(setup: &EchoSetup, name: &str) -> serde_json::Value {
-    let addr = setup.backend(name).addr().to_string();
-    let view = setup
+    setup
         .proxy
-        .service_view(ECHO)
+        .endpoint_view(ECHO, setup.backend(name).addr())
         .await
         .expect("/endpoints")
-        .expect("the service is listed");
-    view["endpoints"]
-        .as_array()
-        .and_then(|eps| eps.iter().find(|e| e["address"] == addr.as_str()))
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} is not listed: {view}"))
+        .unwrap_or_else(|| panic!("{name} is not listed"))
 }
 
 /// Waits until `/endpoints` shows `name` with `health`; how long it took.

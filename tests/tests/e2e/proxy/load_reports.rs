@@ -51,23 +51,14 @@ async fn a_backend_that_reports_itself_busy_gets_under_half_its_share() {
         );
     }
 
-    let view = setup
-        .proxy
-        .service_view(ECHO)
-        .await
-        .expect("/endpoints")
-        .expect("the service is listed");
-    let weight = |backend: &Backend| {
-        let addr = backend.addr().to_string();
-        view["endpoints"]
-            .as_array()
-            .and_then(|eps| eps.iter().find(|e| e["address"] == addr.as_str()))
-            .map(|e| e["load_weight"].as_f64())
-            .expect("listed")
+    let weight = async |backend: &Backend| {
+        let view = setup.proxy.endpoint_view(ECHO, backend.addr()).await;
+        let view = view.expect("/endpoints").expect("listed");
+        view["load_weight"].as_f64()
     };
     // 100 requests a second over 0.9 and over 0.1.
-    assert_eq!(weight(&setup.backends[0]), Some(111.11), "{view}");
-    assert_eq!(weight(&setup.backends[1]), Some(1000.0), "{view}");
+    assert_eq!(weight(&setup.backends[0]).await, Some(111.11));
+    assert_eq!(weight(&setup.backends[1]).await, Some(1000.0));
 
     let metrics = metrics::parse(&setup.proxy.metrics().await.expect("/metrics"));
     let busy = setup.backends[0].addr().to_string();

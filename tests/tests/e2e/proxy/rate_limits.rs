@@ -50,15 +50,11 @@ async fn a_rate_limited_backend_gets_under_half_its_share(balancer: &str) {
     );
 
     let c = setup.backends[2].addr().to_string();
-    let view = setup
+    let endpoint = setup
         .proxy
-        .service_view(ECHO)
+        .endpoint_view(ECHO, setup.backends[2].addr())
         .await
         .expect("/endpoints")
-        .expect("the service is listed");
-    let endpoint = view["endpoints"]
-        .as_array()
-        .and_then(|eps| eps.iter().find(|e| e["address"] == c.as_str()))
         .expect("c is listed");
     assert!(
         endpoint["rate_limit_penalty"]
