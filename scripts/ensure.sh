@@ -5,7 +5,8 @@
 #
 #   scripts/ensure.sh python                 target/venv from tests/requirements.txt
 #   scripts/ensure.sh node                   node_modules/ from package-lock.json
-#   scripts/ensure.sh go-app                 target/apps/bin/go-echo-client from tests/apps/go
+#   scripts/ensure.sh go-app                 target/apps/bin/go-echo-client and go-compare
+#                                            (make compare's client and server) from tests/apps/go
 #   scripts/ensure.sh java-app               target/apps/bin/java-echo-client.jar from tests/apps/java
 #   scripts/ensure.sh rustup COMPONENT...    e.g. rustfmt clippy
 #   scripts/ensure.sh apt CMD:PACKAGE...     e.g. kubectl:kubernetes-client h2load:nghttp2-client
@@ -137,7 +138,7 @@ checksum() {
 # ~/.cache/go-build) make a second build nearly free.
 ensure_go_app() {
     local src=$ROOT/tests/apps/go build=$ROOT/target/apps/build/go bin=$ROOT/target/apps/bin
-    local out=$bin/go-echo-client stamp=$ROOT/target/apps/.go-app key
+    local out=$bin/go-echo-client compare=$bin/go-compare stamp=$ROOT/target/apps/.go-app key
     command -v go >/dev/null ||
         die "no go on PATH: install Go 1.26 or newer (it builds the Go app of tests/apps/go)"
     ensure_apt protoc:protobuf-compiler
@@ -145,14 +146,14 @@ ensure_go_app() {
         go version
         protoc --version
     } | checksum "$src" "$ROOT/tests/proto")
-    if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+    if [ -x "$out" ] && [ -x "$compare" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
         return
     fi
     lock go-app
-    if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+    if [ -x "$out" ] && [ -x "$compare" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
         return
     fi
-    say "building the Go app of tests/apps/go into ${out#"$ROOT"/} (again only when its sources change)"
+    say "building the Go apps of tests/apps/go into ${out#"$ROOT"/} and ${compare#"$ROOT"/} (again only when its sources change)"
     rm -rf "$build"
     mkdir -p "$build/echopb" "$bin"
     cp -R "$src/." "$build/"
@@ -167,6 +168,7 @@ ensure_go_app() {
             --go-grpc_out=echopb --go-grpc_opt=paths=source_relative --go-grpc_opt=Mecho.proto=$module \
             "$ROOT/tests/proto/echo.proto"
         go build -trimpath -o "$out" .
+        go build -trimpath -o "$compare" ./compare
     ) || die "building the Go app failed (see above); run make again once it is fixed"
     echo "$key" >"$stamp"
 }

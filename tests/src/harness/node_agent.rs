@@ -5,7 +5,8 @@
 //! watched. The images tests use are mapped to the workspace's binaries
 //! ([`NodeAgent::images`]): the proxy for [`PROXY_IMAGE`], the injector for
 //! [`INJECTOR_IMAGE`], the test backend for [`BACKEND_IMAGE`], the client
-//! app `sidelb-test-client` for [`CLIENT_IMAGE`]. Dropping the
+//! app `sidelb-test-client` for [`CLIENT_IMAGE`], and, once `make deps-apps`
+//! built it, the Go client and server of `make compare` for [`GO_COMPARE_IMAGE`]. Dropping the
 //! guard stops the agent gracefully (SIGTERM: its pods are stopped and its
 //! network namespaces and bridge removed), bounded, then SIGKILL.
 
@@ -26,6 +27,10 @@ pub const PROXY_IMAGE: &str = "sidelb/proxy";
 pub const INJECTOR_IMAGE: &str = "sidelb/injector";
 pub const BACKEND_IMAGE: &str = "sidelb/test-backend";
 pub const CLIENT_IMAGE: &str = "sidelb/test-client";
+/// `target/apps/bin/go-compare` (`-mode=client` or `-mode=server`).
+pub const GO_COMPARE_IMAGE: &str = "sidelb/go-compare";
+/// Where `make deps-apps` puts it, under `target/apps`.
+pub const GO_COMPARE_APP: &str = "bin/go-compare";
 /// The client app's binary name.
 pub const CLIENT_BIN: &str = "sidelb-test-client";
 
@@ -40,12 +45,16 @@ pub struct NodeAgent {
 impl NodeAgent {
     /// The images tests use, as `--image` values.
     pub fn images() -> Result<Vec<String>> {
-        Ok(vec![
+        let mut images = vec![
             format!("{PROXY_IMAGE}={}", binary_path(PROXY_BIN)?.display()),
             format!("{INJECTOR_IMAGE}={}", binary_path(INJECTOR_BIN)?.display()),
             format!("{BACKEND_IMAGE}={}", binary_path(BACKEND_BIN)?.display()),
             format!("{CLIENT_IMAGE}={}", binary_path(CLIENT_BIN)?.display()),
-        ])
+        ];
+        if let Ok(go) = sidelb_test_env::app("Go", GO_COMPARE_APP) {
+            images.push(format!("{GO_COMPARE_IMAGE}={}", go.display()));
+        }
+        Ok(images)
     }
 
     /// Starts an agent for `nodes` (`NAME` or `NAME:ZONE`) that also binds
