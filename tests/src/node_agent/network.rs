@@ -34,6 +34,11 @@ pub struct Network {
     bridge: String,
     subnet: u8,
     free: Mutex<BTreeSet<u8>>,
+    /// The last address given: the next is the first free one above it
+    /// (wrapping), as host-local IPAM does, so a pod's address is not reused
+    /// at once while the host still has the old pod's MAC for it (its
+    /// neighbour entry), which would keep probes from the new pod for a minute.
+    last_host: Mutex<u8>,
     next_sandbox: Mutex<u32>,
     /// Where the pod's `kubernetes` Service address leads.
     api_server: SocketAddr,
@@ -90,6 +95,7 @@ impl Network {
             bridge,
             subnet,
             free: Mutex::new((2..=254).collect()),
+            last_host: Mutex::new(1),
             next_sandbox: Mutex::new(0),
             api_server,
             api_cluster_ip,
@@ -107,11 +113,12 @@ impl Network {
     pub async fn sandbox(&self) -> Result<Sandbox> {
         let host = {
             let mut free = self.free.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-            let host = *free
-                .iter()
-                .next()
+            let mut last = (self.last_host.lock()).map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let host = *(free.range(last.saturating_add(1)..).next())
+                .or_else(|| free.iter().next())
                 .context("the node's pod subnet is full (253 pods)")?;
             free.remove(&host);
+            *last = host;
             host
         };
         let n = {
