@@ -10,7 +10,10 @@
 //
 // where a pod is the reply's backend name and dials counts the TCP
 // connections the client opened in that window (its reconnects). The only
-// thing that differs between systems is -target.
+// thing that differs between systems is -target, except -kuberesolver: the
+// code change kuberesolver asks of an app (registering its resolver, so that
+// kubernetes:///svc.ns:port targets watch the API server's EndpointSlices with
+// the pod's service-account token).
 //
 // -mode=server serves sidelb.test.Echo's Unary, naming its pod in every reply
 // and in the x-sidelb-backend header; -max-connection-age sets
@@ -31,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sercand/kuberesolver/v6"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -149,6 +153,7 @@ func server(addr, name string, maxAge, grace time.Duration) error {
 func main() {
 	mode := flag.String("mode", "client", "client or server")
 	target := flag.String("target", "", "client: the gRPC target to dial")
+	kube := flag.Bool("kuberesolver", false, "client: register kuberesolver (kubernetes:/// targets)")
 	rate := flag.Int("rate", 50, "client: unary calls per second")
 	windowMs := flag.Int("window-ms", 1000, "client: length of one window")
 	duration := flag.Duration("duration", 10*time.Minute, "client: how long to run")
@@ -164,6 +169,9 @@ func main() {
 		if *target == "" {
 			err = fmt.Errorf("-target is required")
 			break
+		}
+		if *kube {
+			kuberesolver.RegisterInCluster()
 		}
 		err = client(*target, *rate, *windowMs, *duration, *timeout)
 	case "server":
