@@ -11,6 +11,8 @@
 #   make fuzz    the property-based fuzz targets (fuzz/) with many cases (PROPTEST_CASES)
 #   make cluster a local Kubernetes control plane built from source (cluster/Makefile.inc)
 #   make demo-cluster  the chart, the real webhook, injected pods and a scale-up on that control plane
+#   make compare the workarounds (ClusterIP, headless + round_robin, ...) run beside sidelb
+#                on that control plane; prints their table (docs/compare.md)
 #   make deps    what `make test` needs beyond the toolchains (each target sets up its own)
 
 .DEFAULT_GOAL := all
@@ -39,7 +41,7 @@ export SIDELB_PYTHON := $(PYTHON)
 TEST_TOOLS := kubectl:kubernetes-client chromium:chromium
 BENCH_TOOLS := h2load:nghttp2-client nginx:nginx haproxy:haproxy taskset:util-linux curl:curl
 
-.PHONY: all build release pgo test test-rust test-python lint demo bench bench-scale fuzz images clean \
+.PHONY: all build release pgo test test-rust test-python lint demo compare bench bench-scale fuzz images clean \
 	deps deps-python deps-node deps-apps deps-rust deps-tools deps-bench
 
 all: build
@@ -97,6 +99,17 @@ lint: deps-rust
 demo:
 	$(CARGO) build -p sidelb-proxy -p sidelb-tests --bins
 	./target/debug/sidelb-demo
+
+# A control plane of its own with CoreDNS (target/compare), wiped first and
+# stopped after, as demo-cluster does; about 6 minutes (docs/compare.md).
+COMPARE_CLUSTER_DIR := $(CURDIR)/target/compare
+
+compare: deps-python deps-tools deps-apps
+	$(CARGO) build --workspace --bins
+	SIDELB_CLUSTER_DIR=$(COMPARE_CLUSTER_DIR) cluster/cluster.sh wipe
+	SIDELB_CLUSTER_DIR=$(COMPARE_CLUSTER_DIR) cluster/cluster.sh dns
+	status=0; timeout 1500 ./target/debug/sidelb-compare --cluster-dir $(COMPARE_CLUSTER_DIR) $(COMPARE_FLAGS) || status=$$?; \
+	  SIDELB_CLUSTER_DIR=$(COMPARE_CLUSTER_DIR) cluster/cluster.sh down; exit $$status
 
 bench: deps-python deps-bench release pgo
 	$(PYTHON) bench/run.py

@@ -79,6 +79,7 @@ pub mod binary;
 pub mod browser;
 pub mod chart;
 pub mod client;
+pub mod cluster_ip;
 pub mod control_plane;
 pub mod endpoints_file;
 pub mod http1;
