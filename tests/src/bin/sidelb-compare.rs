@@ -201,6 +201,8 @@ struct Window {
     t_ms: u64,
     pods: BTreeMap<String, u64>,
     failed: u64,
+    #[serde(default)]
+    codes: BTreeMap<String, u64>,
     dials: u64,
 }
 
@@ -227,6 +229,8 @@ struct Row {
     shares: Vec<(u64, Option<u64>)>,
     roll_failed: u64,
     roll_calls: u64,
+    /// The roll's failed calls by status.
+    roll_codes: BTreeMap<String, u64>,
     dials: u64,
     calls: u64,
     seconds: f64,
@@ -242,6 +246,7 @@ impl Row {
             "new_pods_share_percent": shares,
             "roll_failed": self.roll_failed,
             "roll_calls": self.roll_calls,
+            "roll_codes": self.roll_codes,
             "dials": self.dials,
             "calls": self.calls,
             "seconds": self.seconds,
@@ -386,9 +391,13 @@ impl Compare {
         let due = now_ms() + AFTER_ROLL * 1000;
         windows.next_where(self.step, |w| w.t_ms >= due).await?;
         let (mut roll_failed, mut roll_calls) = (0, 0);
+        let mut roll_codes = BTreeMap::new();
         for w in windows.seen.iter().filter(|w| w.t_ms > roll_ms) {
             roll_failed += w.failed;
             roll_calls += w.calls();
+            for (code, n) in &w.codes {
+                *roll_codes.entry(code.clone()).or_default() += n;
+            }
         }
         self.say(&format!(
             "rolling restart done: {roll_failed} of {roll_calls} calls failed"
@@ -407,6 +416,7 @@ impl Compare {
             shares,
             roll_failed,
             roll_calls,
+            roll_codes,
             dials,
             calls,
             seconds: started.elapsed().as_secs_f64(),
@@ -790,8 +800,15 @@ fn print_table(compare: &Compare, rows: &[Row]) {
     }
     println!();
     for row in rows {
+        let codes: Vec<String> = (row.roll_codes.iter())
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        let codes = match codes.is_empty() {
+            true => String::new(),
+            false => format!("; failed in the roll: {}", codes.join(", ")),
+        };
         println!(
-            "  {}: {} calls, {} connections dialled by the client, {:.0} s",
+            "  {}: {} calls, {} connections dialled by the client, {:.0} s{codes}",
             row.system.facts().name,
             row.calls,
             row.dials,

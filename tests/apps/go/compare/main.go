@@ -6,9 +6,11 @@
 // it; for a target with one address that is one connection. It makes unary
 // calls at a steady rate and prints, each window, one JSON line:
 //
-//	{"t_ms": <unix ms at the window's end>, "pods": {"<pod>": calls}, "failed": n, "dials": n}
+//	{"t_ms": <unix ms at the window's end>, "pods": {"<pod>": calls}, "failed": n,
+//	 "codes": {"UNAVAILABLE": n}, "dials": n}
 //
-// where a pod is the reply's backend name and dials counts the TCP
+// where a pod is the reply's backend name, codes counts the failed calls by
+// status, and dials counts the TCP
 // connections the client opened in that window (its reconnects). The only
 // thing that differs between systems is -target, except -kuberesolver: the
 // code change kuberesolver asks of an app (registering its resolver, so that
@@ -39,6 +41,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"sidelb.test/apps/echo-client/echopb"
 )
@@ -52,6 +55,7 @@ type window struct {
 	TMs    int64          `json:"t_ms"`
 	Pods   map[string]int `json:"pods"`
 	Failed int            `json:"failed"`
+	Codes  map[string]int `json:"codes"`
 	Dials  int64          `json:"dials"`
 }
 
@@ -74,7 +78,7 @@ func client(target string, rate int, windowMs int, duration time.Duration, timeo
 	stub := echopb.NewEchoClient(conn)
 
 	var mu sync.Mutex
-	current := window{Pods: map[string]int{}}
+	current := window{Pods: map[string]int{}, Codes: map[string]int{}}
 	done := time.After(duration)
 	calls := time.NewTicker(time.Second / time.Duration(max(rate, 1)))
 	defer calls.Stop()
@@ -93,7 +97,7 @@ func client(target string, rate int, windowMs int, duration time.Duration, timeo
 				mu.Unlock()
 				return err
 			}
-			current = window{Pods: map[string]int{}}
+			current = window{Pods: map[string]int{}, Codes: map[string]int{}}
 			mu.Unlock()
 		case <-calls.C:
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -102,6 +106,7 @@ func client(target string, rate int, windowMs int, duration time.Duration, timeo
 			mu.Lock()
 			if err != nil {
 				current.Failed++
+				current.Codes[status.Code(err).String()]++
 			} else {
 				current.Pods[reply.GetBackend()]++
 			}
