@@ -105,6 +105,7 @@ demo:
 COMPARE_CLUSTER_DIR := $(CURDIR)/target/compare
 
 compare: deps-python deps-tools deps-apps
+	@$(ENSURE) apt haproxy:haproxy
 	$(CARGO) build --workspace --bins
 	SIDELB_CLUSTER_DIR=$(COMPARE_CLUSTER_DIR) cluster/cluster.sh wipe
 	SIDELB_CLUSTER_DIR=$(COMPARE_CLUSTER_DIR) cluster/cluster.sh dns

@@ -15,13 +15,15 @@
 //! - [`control_plane`]: `make cluster`'s control plane and script, shown to be the real ones;
 //! - [`node_agent`]: pods run by the node agent against that control plane;
 //! - [`rbac`]: the chart's RBAC and the injector's grants, judged by that API server;
-//! - [`demo_cluster`]: `make demo-cluster`, the whole product path on it.
+//! - [`demo_cluster`]: `make demo-cluster`, the whole product path on it;
+//! - [`compare`]: `make compare`, a seed workaround beside sidelb on it.
 //!
 //! Run one concern or one test with a filter:
 //! `cargo test -p sidelb-tests --test e2e -- proxy::balance`.
 
 mod backend;
 mod chart;
+mod compare;
 mod control_plane;
 mod demo_cluster;
 mod discovery;
