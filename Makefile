@@ -101,7 +101,8 @@ demo:
 	./target/debug/sidelb-demo
 
 # A control plane of its own with CoreDNS (target/compare), wiped first and
-# stopped after, as demo-cluster does; about 6 minutes (docs/compare.md).
+# stopped after, as demo-cluster does; about 9 minutes warm (docs/compare.md).
+# COMPARE_FLAGS="--quick --systems round-robin,sidelb" passes flags on.
 COMPARE_CLUSTER_DIR := $(CURDIR)/target/compare
 
 compare: deps-python deps-tools deps-apps
