@@ -9,9 +9,11 @@
 //! - [`settings`]: every proxy setting with its variable, flag, annotation and default.
 //! - [`ProxyConfig`]: the parsed, validated configuration of one proxy.
 //! - [`upstreams`]: the `SIDELB_UPSTREAMS` / `sidelb.io/upstreams` format.
+//! - [`backend_tls`]: the `SIDELB_BACKEND_TLS` / `sidelb.io/backend-tls` format.
 //! - [`quantity`]: Kubernetes resource quantities, for the proxy's resources.
 //! - [`exposition`]: how `/metrics` answers (Prometheus text or OpenMetrics).
 
+pub mod backend_tls;
 pub mod exposition;
 pub mod names;
 pub mod proxy;
@@ -21,6 +23,7 @@ pub mod settings;
 pub mod upstreams;
 pub mod value;
 
+pub use backend_tls::BackendTls;
 pub use proxy::{Balancer, ConfigError, Discovery, HealthCheck, LogFormat, ProxyConfig};
 pub use service::{PortRef, ServiceKey};
 pub use settings::{SETTINGS, Setting};

@@ -58,6 +58,12 @@ pub const PROXY_CPU_REQUEST: &str = "sidelb.io/proxy-cpu-request";
 pub const PROXY_MEMORY_REQUEST: &str = "sidelb.io/proxy-memory-request";
 pub const PROXY_CPU_LIMIT: &str = "sidelb.io/proxy-cpu-limit";
 pub const PROXY_MEMORY_LIMIT: &str = "sidelb.io/proxy-memory-limit";
+/// `secret:NAME` or `configmap:NAME`: the CAs of `sidelb.io/backend-tls`,
+/// under the key [`BACKEND_CA_KEY`], mounted into the sidecar at
+/// [`BACKEND_CA_DIR`].
+pub const BACKEND_TLS_CA: &str = "sidelb.io/backend-tls-ca";
+pub const BACKEND_CA_KEY: &str = "ca.crt";
+pub const BACKEND_CA_DIR: &str = "/var/run/sidelb/backend-ca";
 
 /// The downward-API variables the injector sets and the proxy reads.
 pub const POD_NAME_ENV: &str = "POD_NAME";

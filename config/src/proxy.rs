@@ -1,5 +1,6 @@
 //! The proxy's configuration, parsed and validated from settings.
 
+use crate::backend_tls::{self, BackendTls};
 use crate::settings::{self as s, SETTINGS, Setting, SettingError};
 use crate::upstreams::{self, Upstream};
 use crate::value::{self, ValueError};
@@ -77,6 +78,13 @@ pub enum ConfigError {
         outbound: SocketAddr,
         admin: SocketAddr,
     },
+    #[error(
+        "{} is set but {} is not: give the PEM file of the CAs that sign the backends' certificates (annotation sidelb.io/backend-tls-ca), or empty {} for plaintext",
+        s::BACKEND_TLS,
+        s::BACKEND_TLS_CA,
+        s::BACKEND_TLS
+    )]
+    BackendTlsWithoutCa,
 }
 
 /// Everything the proxy needs to start.
@@ -119,6 +127,10 @@ pub struct ProxyConfig {
     /// Most endpoints of one service in use; `0`: all.
     pub subset_size: usize,
     pub health_check: HealthCheck,
+    /// Services whose pods serve TLS; empty: plaintext to all.
+    pub backend_tls: Vec<BackendTls>,
+    /// The CA bundle for them; set whenever `backend_tls` is not empty.
+    pub backend_tls_ca: Option<PathBuf>,
 }
 
 impl ProxyConfig {
@@ -149,6 +161,17 @@ impl ProxyConfig {
             s::UPSTREAMS,
             upstreams::parse(&get(s::UPSTREAMS)?, &pod_namespace),
         )?;
+        let backend_tls = at(
+            s::BACKEND_TLS,
+            backend_tls::parse(&get(s::BACKEND_TLS)?, &pod_namespace),
+        )?;
+        let backend_tls_ca = at(
+            s::BACKEND_TLS_CA,
+            value::file_path(&get(s::BACKEND_TLS_CA)?).map(|p| p.map(PathBuf::from)),
+        )?;
+        if !backend_tls.is_empty() && backend_tls_ca.is_none() {
+            return Err(ConfigError::BackendTlsWithoutCa);
+        }
         let discovery = match value::discovery(&get(s::DISCOVERY)?) {
             Ok(None) => Discovery::Kubernetes,
             Ok(Some(path)) => Discovery::File(PathBuf::from(path)),
@@ -203,6 +226,8 @@ impl ProxyConfig {
             hash_header: at(s::HASH_HEADER, value::header_name(&get(s::HASH_HEADER)?))?,
             subset_size: num(s::SUBSET_SIZE)? as usize,
             health_check,
+            backend_tls,
+            backend_tls_ca,
         };
         at(
             s::UPSTREAMS,
@@ -272,6 +297,8 @@ mod tests {
         assert_eq!(c.retry_budget_min_per_second, 10);
         assert_eq!(c.slow_start, None);
         assert_eq!(c.hash_header, None);
+        assert!(c.backend_tls.is_empty());
+        assert_eq!(c.backend_tls_ca, None);
         assert_eq!(c.subset_size, 64);
         assert_eq!(c.health_check, HealthCheck::Off);
     }
@@ -340,6 +367,37 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn backend_tls_needs_its_ca() {
+        let err = parse(&[("SIDELB_BACKEND_TLS", "greeter")]).unwrap_err();
+        assert_eq!(err, ConfigError::BackendTlsWithoutCa);
+        let err = err.to_string();
+        assert!(
+            err.contains("SIDELB_BACKEND_TLS is set but SIDELB_BACKEND_TLS_CA is not"),
+            "{err}"
+        );
+        let c = parse(&[
+            ("POD_NAMESPACE", "shop"),
+            ("SIDELB_BACKEND_TLS", "greeter:50051=g.example.com, orders"),
+            ("SIDELB_BACKEND_TLS_CA", "/etc/ca.pem"),
+        ])
+        .unwrap();
+        assert_eq!(c.backend_tls.len(), 2);
+        assert_eq!(c.backend_tls[1].server_name(), "orders.shop.svc");
+        assert_eq!(c.backend_tls_ca, Some(PathBuf::from("/etc/ca.pem")));
+        let err = parse(&[("SIDELB_BACKEND_TLS_CA", "ca.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("SIDELB_BACKEND_TLS_CA: `ca.pem`"), "{err}");
+        let err = parse(&[("SIDELB_BACKEND_TLS", "a.b.c")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("SIDELB_BACKEND_TLS: entry `a.b.c`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub const DRAIN_TIMEOUT: &str = "SIDELB_DRAIN_TIMEOUT";
 pub const HASH_HEADER: &str = "SIDELB_HASH_HEADER";
 pub const SUBSET_SIZE: &str = "SIDELB_SUBSET_SIZE";
 pub const HEALTH_CHECK: &str = "SIDELB_HEALTH_CHECK";
+pub const BACKEND_TLS: &str = "SIDELB_BACKEND_TLS";
+pub const BACKEND_TLS_CA: &str = "SIDELB_BACKEND_TLS_CA";
 
 pub const BALANCERS: &[&str] = &["p2c-ewma", "round-robin", "least-request"];
 pub const LOG_FORMATS: &[&str] = &["plain", "json"];
@@ -349,6 +351,20 @@ pub static SETTINGS: &[Setting] = &[
         "off",
         Kind::OneOf(HEALTH_CHECKS),
         "`grpc`: watch each endpoint's `grpc.health.v1.Health` (Watch, else Check every 5 s) on its connection and send no new calls to one that answers NOT_SERVING until it answers SERVING; an endpoint without the Health service is used unchecked; `off`: no active checks",
+    ),
+    setting(
+        BACKEND_TLS,
+        Some("sidelb.io/backend-tls"),
+        "",
+        Kind::BackendTls,
+        "services whose pods serve gRPC over TLS: `svc[.ns][:port][=server-name],…`; without a port every port, without a server name the certificate must be valid for `svc.ns.svc`; needs SIDELB_BACKEND_TLS_CA; empty: plaintext HTTP/2 to every service",
+    ),
+    setting(
+        BACKEND_TLS_CA,
+        None,
+        "",
+        Kind::FilePath,
+        "PEM file of the CAs that backend certificates must chain to (no system roots); read at start and again when it changes; the injector sets it from `sidelb.io/backend-tls-ca`",
     ),
 ];
 

@@ -1,6 +1,7 @@
 //! Value kinds of settings and their parsers. Each error says what was given
 //! and what is accepted.
 
+use crate::backend_tls::BackendTlsError;
 use crate::upstreams::UpstreamsError;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +18,14 @@ pub enum ValueError {
     },
     #[error(transparent)]
     Upstreams(Box<UpstreamsError>),
+    #[error(transparent)]
+    BackendTls(Box<BackendTlsError>),
+}
+
+impl From<BackendTlsError> for ValueError {
+    fn from(e: BackendTlsError) -> Self {
+        ValueError::BackendTls(Box::new(e))
+    }
 }
 
 impl From<UpstreamsError> for ValueError {
@@ -56,6 +65,10 @@ pub enum Kind {
     Text,
     /// An HTTP header name (`x-user-id`), or empty for none.
     HeaderName,
+    /// The backend TLS list, see [`crate::backend_tls`].
+    BackendTls,
+    /// An absolute file path, or empty for none.
+    FilePath,
 }
 
 impl Kind {
@@ -81,6 +94,10 @@ impl Kind {
             Kind::HeaderName => {
                 "an HTTP header name such as `x-user-id` (letters, digits, `-`, `_`, `.`), or empty for none".into()
             }
+            Kind::BackendTls => {
+                "`service[.namespace][:port][=server-name],…`, or empty for none".into()
+            }
+            Kind::FilePath => "an absolute file path, or empty for none".into(),
         }
     }
 
@@ -111,6 +128,8 @@ impl Kind {
             Kind::Count { min, max } => count(v, *min, *max).map(drop),
             Kind::Text => Ok(()),
             Kind::HeaderName => header_name(v).map(drop),
+            Kind::BackendTls => Ok(crate::backend_tls::parse(v, "default").map(drop)?),
+            Kind::FilePath => file_path(v).map(drop),
         }
     }
 }
@@ -180,6 +199,15 @@ pub fn header_name(v: &str) -> Result<Option<String>, ValueError> {
         return Err(not_accepted(Kind::HeaderName, v));
     }
     Ok(Some(name))
+}
+
+/// An absolute path; `None` when empty.
+pub fn file_path(v: &str) -> Result<Option<&str>, ValueError> {
+    match v {
+        "" => Ok(None),
+        _ if v.starts_with('/') => Ok(Some(v)),
+        _ => Err(not_accepted(Kind::FilePath, v)),
+    }
 }
 
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];

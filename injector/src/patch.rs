@@ -18,7 +18,7 @@ pub struct Additions<'a> {
     pub container: &'a Container,
     /// First init container (native sidecar) or first container (classic).
     pub native: bool,
-    pub volume: Option<&'a Volume>,
+    pub volumes: &'a [Volume],
     pub annotations: &'a [(&'a str, &'a str)],
 }
 
@@ -39,12 +39,20 @@ pub fn build(pod: &PodObject, add: &Additions<'_>) -> Result<Patch, serde_json::
         Some(items) if !items.is_empty() => op(&["spec", list, "0"], container),
         _ => add_under(spec.is_some(), "spec", list, json!([container])),
     });
-    if let Some(volume) = add.volume {
-        let volume = serde_json::to_value(volume)?;
-        ops.push(match spec.and_then(|s| s.volumes.as_ref()) {
-            Some(_) => op(&["spec", "volumes", "-"], volume),
-            None => add_under(spec.is_some(), "spec", "volumes", json!([volume])),
-        });
+    if !add.volumes.is_empty() {
+        match spec.and_then(|s| s.volumes.as_ref()) {
+            Some(_) => {
+                for volume in add.volumes {
+                    ops.push(op(&["spec", "volumes", "-"], serde_json::to_value(volume)?));
+                }
+            }
+            None => ops.push(add_under(
+                spec.is_some(),
+                "spec",
+                "volumes",
+                serde_json::to_value(add.volumes)?,
+            )),
+        }
     }
     let metadata = pod.metadata.as_ref();
     match metadata.and_then(|m| m.annotations.as_ref()) {
@@ -96,14 +104,20 @@ mod tests {
             name: "sidelb-proxy".into(),
             ..Default::default()
         };
-        let volume = Volume {
-            name: "v".into(),
-            ..Default::default()
-        };
+        let volumes = [
+            Volume {
+                name: "v".into(),
+                ..Default::default()
+            },
+            Volume {
+                name: "w".into(),
+                ..Default::default()
+            },
+        ];
         let add = Additions {
             container: &container,
             native,
-            volume: Some(&volume),
+            volumes: &volumes,
             annotations: &[("sidelb.io/injected", "1"), ("a~b/c", "x")],
         };
         let typed: PodObject = serde_json::from_value(pod.clone()).unwrap();
@@ -115,6 +129,13 @@ mod tests {
             "1"
         );
         assert_eq!(applied["metadata"]["annotations"]["a~b/c"], "x");
+        let names: Vec<&str> = applied["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(names, ["v", "w"]);
         patch
             .iter()
             .map(|op| match op {
@@ -147,6 +168,7 @@ mod tests {
             paths(pod.clone(), true),
             [
                 "/spec/initContainers/0",
+                "/spec/volumes/-",
                 "/spec/volumes/-",
                 "/metadata/annotations/sidelb.io~1injected",
                 "/metadata/annotations/a~0b~1c"

@@ -12,6 +12,11 @@
 //!
 //! The sidecar's shutdown grace and drain timeout are fitted into the pod's
 //! own grace period ([`shutdown`]).
+//!
+//! `sidelb.io/backend-tls-ca` names the Secret or ConfigMap whose `ca.crt`
+//! the proxy trusts for `sidelb.io/backend-tls`: it becomes a volume mounted
+//! into the sidecar and `SIDELB_BACKEND_TLS_CA`. TLS services without it are
+//! refused, since the proxy would not start.
 
 mod shutdown;
 
@@ -90,10 +95,46 @@ pub struct Plan {
     /// The name of a projected service-account token volume to add for the
     /// proxy, when the pod turns automounting off.
     pub token_volume: Option<String>,
+    /// The CA bundle of `sidelb.io/backend-tls-ca`, mounted for the proxy.
+    pub backend_ca: Option<Box<BackendCa>>,
     /// Annotations to add besides `sidelb.io/injected`.
     pub annotations: Vec<(&'static str, String)>,
     /// Unknown `sidelb.io/` annotations, likely typos, for `kubectl` to show.
     pub warnings: Vec<String>,
+}
+
+/// Where the CAs of TLS backends come from, and the volume that mounts them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BackendCa {
+    pub source: CaSource,
+    pub volume: String,
+}
+
+/// A Secret or ConfigMap of the pod's namespace with the key `ca.crt`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CaSource {
+    Secret(String),
+    ConfigMap(String),
+}
+
+/// The preferred name of the backend CA volume.
+pub const BACKEND_CA_VOLUME: &str = "sidelb-backend-ca";
+
+fn parse_ca_source(v: &str) -> Result<CaSource, String> {
+    let valid = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(sidelb_config::service::is_dns_label)
+    };
+    match v.split_once(':') {
+        Some(("secret", name)) if valid(name) => Ok(CaSource::Secret(name.to_owned())),
+        Some(("configmap", name)) if valid(name) => Ok(CaSource::ConfigMap(name.to_owned())),
+        _ => Err(format!(
+            "{}: `{v}` is not `secret:NAME` or `configmap:NAME` (a Secret or ConfigMap of the pod's namespace whose key `{}` holds the PEM CAs of the backends' certificates)",
+            names::BACKEND_TLS_CA,
+            names::BACKEND_CA_KEY
+        )),
+    }
 }
 
 /// A Pod CREATE whose object cannot be read as a Pod.
@@ -277,6 +318,25 @@ fn plan(
         proxy_env.push((setting.env, value));
     }
 
+    let ca_source = annotation(names::BACKEND_TLS_CA)
+        .and_then(|v| parse_ca_source(&v).map_err(|why| problems.push(why)).ok());
+    let tls_listed = proxy_env
+        .iter()
+        .any(|(env, v)| *env == settings::BACKEND_TLS && !v.is_empty());
+    if tls_listed && ca_source.is_none() && !annotations.contains_key(names::BACKEND_TLS_CA) {
+        problems.push(format!(
+            "sidelb.io/backend-tls lists services served over TLS but {} is not set: name the Secret or ConfigMap whose key `{}` holds their CAs (`secret:NAME` or `configmap:NAME`); the proxy does not start without it",
+            names::BACKEND_TLS_CA,
+            names::BACKEND_CA_KEY
+        ));
+    }
+    if ca_source.is_some() {
+        proxy_env.push((
+            settings::BACKEND_TLS_CA,
+            format!("{}/{}", names::BACKEND_CA_DIR, names::BACKEND_CA_KEY),
+        ));
+    }
+
     let native = match annotation(names::NATIVE_SIDECAR) {
         None => defaults.native_sidecar,
         Some(v) => config::parse_bool(&v).unwrap_or_else(|| {
@@ -351,11 +411,19 @@ fn plan(
         }
         _ => Vec::new(),
     };
+    let token_volume = automount_off.then(|| free_volume_name(pod, TOKEN_VOLUME, &[]));
+    let backend_ca = ca_source.map(|source| {
+        Box::new(BackendCa {
+            source,
+            volume: free_volume_name(pod, BACKEND_CA_VOLUME, token_volume.as_slice()),
+        })
+    });
     Ok(Plan {
         native,
         proxy_env,
         resources,
-        token_volume: automount_off.then(|| free_volume_name(pod)),
+        token_volume,
+        backend_ca,
         annotations: default_container,
         warnings: unknown_annotations(annotations)
             .into_iter()
@@ -428,22 +496,30 @@ fn fit_shutdown(
     ))
 }
 
-fn free_volume_name(pod: &PodObject) -> String {
+/// `base`, or `base-N`, whichever the pod (and `also_taken`) does not use.
+fn free_volume_name(pod: &PodObject, base: &str, also_taken: &[String]) -> String {
     let taken: Vec<&str> = pod
         .spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
         .map(|v| v.name.as_str())
+        .chain(also_taken.iter().map(String::as_str))
         .collect();
-    std::iter::once(TOKEN_VOLUME.to_owned())
-        .chain((1..).map(|n| format!("{TOKEN_VOLUME}-{n}")))
+    std::iter::once(base.to_owned())
+        .chain((1..).map(|n| format!("{base}-{n}")))
         .find(|name| !taken.contains(&name.as_str()))
-        .unwrap_or_else(|| TOKEN_VOLUME.to_owned())
+        .unwrap_or_else(|| base.to_owned())
 }
 
 /// Every annotation key the injector reads or writes.
 fn known_annotation(key: &str) -> bool {
-    [names::INJECT, names::INJECTED, names::NATIVE_SIDECAR].contains(&key)
+    [
+        names::INJECT,
+        names::INJECTED,
+        names::NATIVE_SIDECAR,
+        names::BACKEND_TLS_CA,
+    ]
+    .contains(&key)
         || RESOURCE_ANNOTATIONS.iter().any(|(k, _)| *k == key)
         || Setting::by_annotation(key).is_some()
 }
@@ -749,6 +825,38 @@ mod tests {
         assert!(plan.annotations.is_empty());
         assert_eq!(plan.warnings.len(), 1);
         assert!(plan.warnings[0].contains("sidelb.io/balancr"));
+    }
+
+    #[test]
+    fn a_backend_ca_gets_a_volume_name_of_its_own() {
+        let spec = json!({
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app", "image": "app"}],
+            "volumes": [{"name": "sidelb-backend-ca", "emptyDir": {}}]
+        });
+        let annotations = json!({
+            "sidelb.io/backend-tls": "greeter",
+            (names::BACKEND_TLS_CA): "configmap:greeter-ca",
+        });
+        let (_, plan) = outcome(&with_spec(annotations, spec));
+        let plan = plan.expect("injected");
+        assert_eq!(plan.token_volume.as_deref(), Some(TOKEN_VOLUME));
+        let ca = plan.backend_ca.expect("a CA volume");
+        assert_eq!(ca.source, CaSource::ConfigMap("greeter-ca".into()));
+        assert_eq!(ca.volume, "sidelb-backend-ca-1");
+        assert!(plan.proxy_env.contains(&(
+            settings::BACKEND_TLS_CA,
+            "/var/run/sidelb/backend-ca/ca.crt".to_owned()
+        )));
+        for bad in [
+            "secret:",
+            "secret",
+            "Secret:ca",
+            "configmap:a/b",
+            "secret:-x",
+        ] {
+            assert!(parse_ca_source(bad).is_err(), "{bad}");
+        }
     }
 
     fn shutdown_env(plan: &Plan) -> Vec<(&'static str, &str)> {

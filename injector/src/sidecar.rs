@@ -1,4 +1,4 @@
-//! The `sidelb-proxy` container and the volume it may need, as Kubernetes
+//! The `sidelb-proxy` container and the volumes it may need, as Kubernetes
 //! objects.
 //!
 //! The container is built from a [`Plan`] alone, so what a pod gets depends
@@ -8,12 +8,13 @@
 //! RuntimeDefault seccomp): the app's pod-level settings are not assumed.
 
 use crate::config::SidecarDefaults;
-use crate::policy::Plan;
+use crate::policy::{BackendCa, Plan};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
-    DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
+    DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -61,16 +62,73 @@ pub fn container(plan: &Plan, defaults: &SidecarDefaults) -> Container {
         security_context: Some(security_context()),
         restart_policy: plan.native.then(|| "Always".to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-        volume_mounts: plan.token_volume.as_ref().map(|volume| {
-            vec![VolumeMount {
-                name: volume.clone(),
-                mount_path: TOKEN_MOUNT_PATH.to_owned(),
-                read_only: Some(true),
-                ..Default::default()
-            }]
-        }),
+        volume_mounts: volume_mounts(plan),
         ..Default::default()
     }
+}
+
+fn volume_mounts(plan: &Plan) -> Option<Vec<VolumeMount>> {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    let mounts: Vec<VolumeMount> = plan
+        .token_volume
+        .iter()
+        .map(|v| mount(v, TOKEN_MOUNT_PATH))
+        .chain(
+            plan.backend_ca
+                .iter()
+                .map(|ca| mount(&ca.volume, names::BACKEND_CA_DIR)),
+        )
+        .collect();
+    (!mounts.is_empty()).then_some(mounts)
+}
+
+/// The volumes the pod gets for the proxy.
+pub fn volumes(plan: &Plan) -> Vec<Volume> {
+    plan.token_volume
+        .as_deref()
+        .map(token_volume)
+        .into_iter()
+        .chain(plan.backend_ca.as_deref().map(backend_ca_volume))
+        .collect()
+}
+
+/// The Secret's or ConfigMap's `ca.crt`, for `SIDELB_BACKEND_TLS_CA`. The
+/// kubelet updates it in place when the object changes; the proxy reads it
+/// again then.
+fn backend_ca_volume(ca: &BackendCa) -> Volume {
+    let items = Some(vec![KeyToPath {
+        key: names::BACKEND_CA_KEY.to_owned(),
+        path: names::BACKEND_CA_KEY.to_owned(),
+        mode: None,
+    }]);
+    let mut volume = Volume {
+        name: ca.volume.clone(),
+        ..Default::default()
+    };
+    match &ca.source {
+        crate::policy::CaSource::Secret(name) => {
+            volume.secret = Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                items,
+                default_mode: Some(0o444),
+                optional: None,
+            });
+        }
+        crate::policy::CaSource::ConfigMap(name) => {
+            volume.config_map = Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                items,
+                default_mode: Some(0o444),
+                optional: None,
+            });
+        }
+    }
+    volume
 }
 
 fn env(plan: &Plan) -> Vec<EnvVar> {
@@ -137,7 +195,7 @@ fn security_context() -> SecurityContext {
 
 /// The projected volume Kubernetes itself mounts for service-account tokens
 /// (token, cluster CA, namespace), for pods that turned automounting off.
-pub fn token_volume(name: &str) -> Volume {
+fn token_volume(name: &str) -> Volume {
     Volume {
         name: name.to_owned(),
         projected: Some(ProjectedVolumeSource {

@@ -114,13 +114,13 @@ pub fn mutate(body: &[u8], defaults: &SidecarDefaults) -> Result<Answer, BadRevi
         }
         Decision::Inject(plan) => {
             let container = sidecar::container(&plan, defaults);
-            let volume = plan.token_volume.as_deref().map(sidecar::token_volume);
+            let volumes = sidecar::volumes(&plan);
             let mut annotations = vec![(names::INJECTED, VERSION)];
             annotations.extend(plan.annotations.iter().map(|(k, v)| (*k, v.as_str())));
             let additions = Additions {
                 container: &container,
                 native: plan.native,
-                volume: volume.as_ref(),
+                volumes: &volumes,
                 annotations: &annotations,
             };
             let patch = patch::build(&object, &additions).and_then(|p| serde_json::to_vec(&p));

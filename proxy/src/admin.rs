@@ -400,6 +400,10 @@ pub(crate) struct ServiceView {
     /// `SIDELB_HASH_HEADER`, when requests carrying it are placed by its value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) hash_header: Option<String>,
+    /// `SIDELB_BACKEND_TLS`: the name its pods' certificates must carry,
+    /// when they serve TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_server_name: Option<String>,
     /// `SIDELB_SUBSET_SIZE`: most endpoints in use, `0` for all; the
     /// others are listed as `outside-subset`.
     pub(crate) subset_size: usize,
@@ -488,6 +492,7 @@ fn service_view(pool: &Pool) -> ServiceView {
         in_flight: pool.in_flight(),
         ejected: pool.ejected(),
         hash_header: pool.hash_header().map(str::to_owned),
+        tls_server_name: pool.tls_server_name(),
         subset_size: pool.config().subset_size,
         health_check: pool.config().health_check.name(),
         endpoints: endpoints

@@ -8,6 +8,7 @@ use crate::discovery::Discover;
 use crate::discovery::file::{FileDiscovery, FileError};
 use crate::discovery::kubernetes::{KubernetesDiscovery, KubernetesError};
 use crate::drain::{DEADLINE_FLUSH, DrainController, Drained};
+use crate::endpoint::tls::{CaError, TlsServices};
 use crate::forward::h1::H1Client;
 use crate::listener::{self, Shared};
 use crate::logging::LogFilter;
@@ -33,6 +34,8 @@ pub enum StartError {
     Discovery(String),
     #[error(transparent)]
     Kubernetes(#[from] KubernetesError),
+    #[error(transparent)]
+    BackendTls(#[from] CaError),
 }
 
 /// The listeners of `addr`: see [`listener::bind`] for what one address
@@ -57,6 +60,7 @@ pub struct Running {
 pub async fn start(config: ProxyConfig, log: LogFilter) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
+    let tls = TlsServices::from_config(&config)?;
     let discover: Arc<dyn Discover> = match &config.discovery {
         Discovery::File(path) => {
             let file = FileDiscovery::load(path, &config.pod_namespace)?;
@@ -65,7 +69,7 @@ pub async fn start(config: ProxyConfig, log: LogFilter) -> Result<Running, Start
         }
         Discovery::Kubernetes => Arc::new(KubernetesDiscovery::connect().await?),
     };
-    let balancers = Balancers::new(discover, config.clone(), metrics.clone());
+    let balancers = Balancers::new(discover, config.clone(), metrics.clone(), tls);
     balancers.keep_listed(config.upstreams.iter().map(|u| u.service.clone()).collect());
     let drain = DrainController::new();
     let shared = Shared {

@@ -313,6 +313,65 @@ async fn given_grace_and_drain_outlasting_the_period_are_admitted_with_a_warning
 }
 
 #[tokio::test]
+async fn a_backend_ca_secret_or_config_map_is_mounted_for_the_proxy() {
+    let server = TestInjector::start().await;
+    for (value, source, name_field) in [
+        ("secret:ca", "secret", "secretName"),
+        ("configmap:shop-ca", "configMap", "name"),
+    ] {
+        let object_name = value.split_once(':').unwrap().1;
+        let review = with_annotations(
+            job(),
+            &[
+                (
+                    "sidelb.io/backend-tls",
+                    "greeter,orders.shop:50051=orders.example.com",
+                ),
+                ("sidelb.io/backend-tls-ca", value),
+            ],
+        );
+        let (answer, pod) = inject(&server, Proto::H2, &review).await;
+        assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+        assert_app_untouched(&review["request"]["object"], &pod);
+        let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+        let ca = volumes
+            .iter()
+            .find(|v| v["name"] == "sidelb-backend-ca")
+            .expect("the CA volume");
+        assert_eq!(
+            ca[source],
+            json!({name_field: object_name, "items": [{"key": "ca.crt", "path": "ca.crt"}], "defaultMode": 0o444}),
+            "{value}"
+        );
+        let (sidecar, _) = proxy(&pod);
+        assert_eq!(
+            sidecar["volumeMounts"],
+            json!([{"name": "sidelb-backend-ca", "mountPath": "/var/run/sidelb/backend-ca", "readOnly": true}])
+        );
+        let env = env_values(sidecar);
+        assert_eq!(
+            env["SIDELB_BACKEND_TLS_CA"],
+            "/var/run/sidelb/backend-ca/ca.crt"
+        );
+        assert_eq!(
+            env["SIDELB_BACKEND_TLS"],
+            "greeter,orders.shop:50051=orders.example.com"
+        );
+        for container in pod["spec"]["containers"].as_array().unwrap() {
+            assert!(
+                container["volumeMounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|m| m["name"] != "sidelb-backend-ca"),
+                "only the proxy mounts the CA"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn automount_off_gets_a_token_for_the_proxy_only() {
     let server = TestInjector::start().await;
     for review in [bare(), job()] {

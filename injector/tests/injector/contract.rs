@@ -100,17 +100,27 @@ async fn every_annotated_setting_reaches_the_proxy() {
                     (settings::HASH_HEADER, _) => "x-user-id",
                     (settings::SUBSET_SIZE, _) => "16",
                     (settings::HEALTH_CHECK, _) => "grpc",
+                    (settings::BACKEND_TLS, _) => "greeter.shop:50051=greeter.example.com",
                     (_, "") => "greeter:50051=15001",
                     (_, default) => default,
                 },
             )
         })
         .collect();
-    let review = with_annotations(job(), &values);
+    let with_ca: Vec<(&str, &str)> = values
+        .iter()
+        .copied()
+        .chain([("sidelb.io/backend-tls-ca", "secret:greeter-ca")])
+        .collect();
+    let review = with_annotations(job(), &with_ca);
     let answer = server.review(Proto::H1, &review).await;
     assert!(answer.allowed, "{answer:?}");
     let pod = answer.patched(&review);
     let env = resolved_env(proxy(&pod).0, &pod);
+    assert_eq!(
+        env.get(settings::BACKEND_TLS_CA).map(String::as_str),
+        Some("/var/run/sidelb/backend-ca/ca.crt")
+    );
     for (setting, (_, value)) in annotated.iter().zip(&values) {
         assert_eq!(
             env.get(setting.env).map(String::as_str),
@@ -122,5 +132,6 @@ async fn every_annotated_setting_reaches_the_proxy() {
     let config = parse(&env);
     assert_eq!(config.subset_size, 16);
     assert_eq!(config.health_check, sidelb_config::HealthCheck::Grpc);
+    assert_eq!(config.backend_tls[0].server_name(), "greeter.example.com");
     server.stop().await;
 }

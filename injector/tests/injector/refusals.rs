@@ -21,6 +21,21 @@ async fn each_invalid_annotation_is_refused_with_a_reason() {
         ("sidelb.io/header-read-timeout", "1ns", "from 1ms to 24h"),
         ("sidelb.io/native-sidecar", "yes", "`true` or `false`"),
         ("sidelb.io/log-level", "loud", "trace, debug, info"),
+        (
+            "sidelb.io/backend-tls",
+            "a.b.c",
+            "service[.namespace][:port][=server-name]",
+        ),
+        (
+            "sidelb.io/backend-tls-ca",
+            "vault:ca",
+            "`secret:NAME` or `configmap:NAME`",
+        ),
+        (
+            "sidelb.io/backend-tls-ca",
+            "secret:Not_A_Name",
+            "`secret:NAME` or `configmap:NAME`",
+        ),
     ];
     for (key, value, accepted) in cases {
         for proto in Proto::BOTH {
@@ -38,6 +53,22 @@ async fn each_invalid_annotation_is_refused_with_a_reason() {
             assert!(message.contains(accepted), "{message}");
         }
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tls_backends_without_their_ca_are_refused() {
+    let server = TestInjector::start().await;
+    let review = with_annotations(job(), &[("sidelb.io/backend-tls", "greeter")]);
+    let answer = server.review(Proto::H1, &review).await;
+    assert!(!answer.allowed, "{answer:?}");
+    let status = answer.status.expect("a status");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("sidelb.io/backend-tls lists services")
+            && message.contains("sidelb.io/backend-tls-ca is not set"),
+        "{message}"
+    );
     server.stop().await;
 }
 

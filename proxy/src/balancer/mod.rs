@@ -23,6 +23,7 @@ mod retry_budget;
 pub mod subset;
 
 use crate::discovery::Discover;
+use crate::endpoint::tls::{Connector, TlsServices};
 use crate::metrics::Metrics;
 use crate::time::{now_us, us};
 pub(crate) use pick::Protocol;
@@ -52,6 +53,8 @@ pub(crate) struct Balancers {
     metrics: Arc<Metrics>,
     /// This proxy's part of every subset choice.
     client: u64,
+    /// The services whose pods serve TLS; `None`: all in cleartext.
+    tls: Option<TlsServices>,
 }
 
 struct PoolEntry {
@@ -64,6 +67,7 @@ impl Balancers {
         discover: Arc<dyn Discover>,
         config: Arc<ProxyConfig>,
         metrics: Arc<Metrics>,
+        tls: Option<TlsServices>,
     ) -> Arc<Self> {
         let identity = subset::identity(&config);
         if config.subset_size > 0 {
@@ -78,6 +82,7 @@ impl Balancers {
             config,
             metrics,
             client: subset::client(&identity),
+            tls,
         })
     }
 
@@ -174,6 +179,9 @@ impl Balancers {
             self.discover.describe(),
             pinned,
             self.client,
+            self.tls
+                .as_ref()
+                .map_or(Connector::Plain, |tls| tls.connector(key)),
         ));
         let mut updates = self.discover.subscribe(key);
         let subscriber = pool.clone();
@@ -277,6 +285,7 @@ mod tests {
             Arc::new(discover),
             Arc::new(config),
             Arc::new(Metrics::new()),
+            None,
         )
     }
 

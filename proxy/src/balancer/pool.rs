@@ -13,6 +13,7 @@ use super::pick::{PickContext, Protocol, pick, usable};
 use super::retry_budget::RetryBudget;
 use super::subset::Subset;
 use crate::discovery::{EndpointMeta, Update};
+use crate::endpoint::tls::Connector;
 use crate::endpoint::{ConnState, Endpoint, ServiceContext, driver, request_counter};
 use crate::metrics::{Metrics, RequestLabels, ServiceLabels};
 use crate::time::{now_us, us};
@@ -146,6 +147,8 @@ pub(crate) struct Pool {
     /// Configured upstreams are never dropped for being idle.
     pinned: AtomicBool,
     shut: AtomicBool,
+    /// How its endpoints connect: cleartext or TLS (`SIDELB_BACKEND_TLS`).
+    connector: Connector,
 }
 
 /// A request's place in the service's in-flight limit.
@@ -170,7 +173,7 @@ impl Pool {
     /// The pool of service port `key`, with no endpoints until discovery
     /// answers; `source_name` names the discovery source in messages,
     /// `client` is this proxy's part of the subset choice
-    /// ([`super::subset::client`]).
+    /// ([`super::subset::client`]), `connector` how its endpoints connect.
     pub(crate) fn new(
         key: ServiceKey,
         config: Arc<ProxyConfig>,
@@ -178,6 +181,7 @@ impl Pool {
         source_name: String,
         pinned: bool,
         client: u64,
+        connector: Connector,
     ) -> Self {
         let name: Arc<str> = key.to_string().into();
         let changed = Arc::new(Notify::new());
@@ -212,6 +216,7 @@ impl Pool {
             last_used_us: AtomicU64::new(now_us()),
             pinned: AtomicBool::new(pinned),
             shut: AtomicBool::new(false),
+            connector,
         }
     }
 
@@ -226,6 +231,11 @@ impl Pool {
 
     pub(crate) fn config(&self) -> &ProxyConfig {
         &self.config
+    }
+
+    /// The name its pods' certificates must carry; `None` in cleartext.
+    pub(crate) fn tls_server_name(&self) -> Option<String> {
+        self.connector.server_name()
     }
 
     pub(crate) fn is_pinned(&self) -> bool {
@@ -600,9 +610,14 @@ impl Pool {
                 now_us(),
             );
             let outlier = self.outlier.clone();
-            driver::spawn(ep.clone(), self.config.clone(), move |ep| {
-                outlier.on_failure(ep, now_us());
-            });
+            driver::spawn(
+                ep.clone(),
+                self.config.clone(),
+                self.connector.clone(),
+                move |ep| {
+                    outlier.on_failure(ep, now_us());
+                },
+            );
             endpoints.push(ep);
         }
         if endpoints.len() > known {
@@ -669,6 +684,7 @@ mod tests {
             "test".into(),
             false,
             0,
+            Connector::Plain,
         ))
     }
 
@@ -773,6 +789,7 @@ mod tests {
             "test".into(),
             false,
             super::super::subset::client("ns/client"),
+            Connector::Plain,
         ));
         pool.apply(Update::Reset((1..=5).map(meta).collect()));
         let members = pool.endpoints();
@@ -923,6 +940,7 @@ mod tests {
             "test".into(),
             false,
             0,
+            Connector::Plain,
         ));
         pool.apply(Update::Reset(vec![meta(1)]));
         find(&pool, 1).count_status(Some(0), 200);

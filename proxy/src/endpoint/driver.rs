@@ -9,6 +9,7 @@
 //! also carries the endpoint's health checks ([`super::grpc_health`]).
 
 use super::conns::MAX_CONNECTIONS;
+use super::tls::{Connector, Stream, TlsFailure};
 use super::{ConnState, Endpoint, grpc_health};
 use bytes::Bytes;
 use sidelb_config::{HealthCheck, ProxyConfig};
@@ -46,6 +47,16 @@ pub(crate) enum ConnectError {
         addr: std::net::SocketAddr,
         source: h2::Error,
     },
+    #[error("{addr}: {source}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        source: TlsFailure,
+    },
+    #[error("{addr} accepted the connection but did not answer TLS within {timeout:?}")]
+    TlsTimeout {
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+    },
     #[error("{addr} closed the connection during the HTTP/2 handshake")]
     Closed { addr: std::net::SocketAddr },
     #[error("{addr} accepted the connection but did not answer HTTP/2 within {timeout:?}")]
@@ -56,28 +67,44 @@ pub(crate) enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether the endpoint could not be reached at all (as opposed to
-    /// reached but not speaking HTTP/2).
+    /// Whether the endpoint could not be reached at all, or not over a
+    /// trusted TLS session (as opposed to reached but not speaking HTTP/2).
     pub(crate) fn is_unreachable(&self) -> bool {
-        matches!(self, ConnectError::Timeout { .. } | ConnectError::Io { .. })
+        matches!(
+            self,
+            ConnectError::Timeout { .. }
+                | ConnectError::Io { .. }
+                | ConnectError::Tls { .. }
+                | ConnectError::TlsTimeout { .. }
+        )
     }
 }
 
-/// Starts the driver of a new endpoint; `on_failure` hears of each
-/// connection that could not be opened (the balancer's outlier detection).
-pub(crate) fn spawn<F>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>, on_failure: F)
-where
+/// Starts the driver of a new endpoint, connecting with its pool's
+/// `connector`; `on_failure` hears of each connection that could not be
+/// opened (the balancer's outlier detection).
+pub(crate) fn spawn<F>(
+    endpoint: Arc<Endpoint>,
+    config: Arc<ProxyConfig>,
+    connector: Connector,
+    on_failure: F,
+) where
     F: Fn(&Endpoint) + Send + 'static,
 {
-    let handle = tokio::spawn(drive(endpoint.clone(), config, on_failure));
+    let handle = tokio::spawn(drive(endpoint.clone(), config, connector, on_failure));
     endpoint.set_driver(handle.abort_handle());
 }
 
-async fn drive<F: Fn(&Endpoint)>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfig>, on_failure: F) {
+async fn drive<F: Fn(&Endpoint)>(
+    endpoint: Arc<Endpoint>,
+    config: Arc<ProxyConfig>,
+    connector: Connector,
+    on_failure: F,
+) {
     let mut attempt: u32 = 0;
     loop {
         let started = tokio::time::Instant::now();
-        match open(&endpoint, &config).await {
+        match open(&endpoint, &config, &connector).await {
             Ok(Opened {
                 send,
                 connection,
@@ -91,7 +118,7 @@ async fn drive<F: Fn(&Endpoint)>(endpoint: Arc<Endpoint>, config: Arc<ProxyConfi
                 let closed = tokio::select! {
                     r = &mut running => r,
                     () = grpc_health::run(&endpoint, &conn), if checked => Ok(()),
-                    () = extra_connections(&endpoint, &config) => Ok(()),
+                    () = extra_connections(&endpoint, &config, &connector) => Ok(()),
                     () = conn.closing.notified() => {
                         // GOAWAY: let its streams finish on their own, connect anew now.
                         tokio::spawn(running);
@@ -141,7 +168,7 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     half + half.mul_f64(fastrand::f64())
 }
 
-type Connection = h2::client::Connection<TcpStream, Bytes>;
+type Connection = h2::client::Connection<Stream, Bytes>;
 
 /// An open connection whose peer has answered: its SETTINGS (stream limit,
 /// windows) are known before the first request is sent on it.
@@ -151,7 +178,11 @@ struct Opened {
     pings: Option<h2::PingPong>,
 }
 
-async fn open(endpoint: &Endpoint, config: &ProxyConfig) -> Result<Opened, ConnectError> {
+async fn open(
+    endpoint: &Endpoint,
+    config: &ProxyConfig,
+    connector: &Connector,
+) -> Result<Opened, ConnectError> {
     let addr = endpoint.addr;
     let timeout = config.connect_timeout;
     let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -159,12 +190,16 @@ async fn open(endpoint: &Endpoint, config: &ProxyConfig) -> Result<Opened, Conne
         .map_err(|_| ConnectError::Timeout { addr, timeout })?
         .map_err(|source| ConnectError::Io { addr, source })?;
     let _ = tcp.set_nodelay(true);
+    let stream = tokio::time::timeout(timeout, connector.connect(tcp))
+        .await
+        .map_err(|_| ConnectError::TlsTimeout { addr, timeout })?
+        .map_err(|source| ConnectError::Tls { addr, source })?;
     let (send, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(config.max_header_bytes.saturating_mul(4))
         .enable_push(false)
-        .handshake(tcp)
+        .handshake(stream)
         .await
         .map_err(|source| ConnectError::Handshake { addr, source })?;
     let mut pings = connection.ping_pong();
@@ -229,7 +264,11 @@ async fn run(
 
 /// Opens further connections while every connection is at its stream limit.
 /// Never returns; extra connections end on their own when closed.
-async fn extra_connections(endpoint: &Arc<Endpoint>, config: &Arc<ProxyConfig>) {
+async fn extra_connections(
+    endpoint: &Arc<Endpoint>,
+    config: &Arc<ProxyConfig>,
+    connector: &Connector,
+) {
     loop {
         endpoint.conns.want_more.notified().await;
         if endpoint.conns.len() >= MAX_CONNECTIONS || endpoint.is_removed() {
@@ -239,7 +278,7 @@ async fn extra_connections(endpoint: &Arc<Endpoint>, config: &Arc<ProxyConfig>) 
             send,
             connection,
             pings,
-        }) = open(endpoint, config).await
+        }) = open(endpoint, config, connector).await
         else {
             continue;
         };

@@ -13,6 +13,7 @@ pub(crate) mod health;
 pub(crate) mod latency;
 pub(crate) mod load_report;
 pub(crate) mod penalty;
+pub(crate) mod tls;
 
 use crate::metrics::{
     EndpointLabels, HealthLabels, MAX_GRPC_STATUS, Metrics, RequestLabels, grpc_status_label,

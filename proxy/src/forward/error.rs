@@ -38,6 +38,10 @@ pub(crate) enum ProxyError {
         "sidelb-proxy is shutting down and its drain deadline (SIDELB_DRAIN_TIMEOUT, {timeout:?}) passed with this call still open; the call was stopped (the service may have acted on it)"
     )]
     DrainDeadline { timeout: Duration },
+    #[error(
+        "service {service} serves TLS (SIDELB_BACKEND_TLS) and the proxy speaks only gRPC (HTTP/2) over TLS to it; send this request over HTTP/2"
+    )]
+    Http1ToTls { service: String },
     /// The app's own request body broke off or was malformed (HTTP/1.1).
     #[error("the request body could not be read: {0}; the request was abandoned")]
     RequestBody(String),
@@ -54,7 +58,7 @@ impl ProxyError {
     pub(crate) fn http_status(&self) -> StatusCode {
         match self {
             ProxyError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } | ProxyError::Http1ToTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             _ => StatusCode::SERVICE_UNAVAILABLE,

@@ -51,6 +51,11 @@ pub(crate) async fn forward(
     head: &RequestHead,
     slot: &BodySlot,
 ) -> Result<Forwarded, ProxyError> {
+    if pool.tls_server_name().is_some() {
+        return Err(ProxyError::Http1ToTls {
+            service: pool.name().to_owned(),
+        });
+    }
     let wait = pool.config().connect_timeout;
     let mut failed: Option<Arc<Endpoint>> = None;
     loop {

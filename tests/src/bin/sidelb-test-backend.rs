@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use sidelb_tests::echo::health::{HealthConfig, HealthMode};
-use sidelb_tests::echo::server::{self, ServerConfig, Stopped};
+use sidelb_tests::echo::server::{self, ServerConfig, Stopped, TlsFiles};
 use sidelb_tests::echo::service::Behaviour;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +53,12 @@ struct Flags {
     /// answer saying this CPU utilisation (0-1) at 100 requests a second.
     #[arg(long)]
     orca_utilization: Option<f64>,
+    /// Serve gRPC over TLS (ALPN `h2`) with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +78,10 @@ fn main() -> ExitCode {
             file: flags.health_file,
         },
         orca_utilization: flags.orca_utilization,
+        tls: flags
+            .tls_cert
+            .zip(flags.tls_key)
+            .map(|(cert, key)| TlsFiles { cert, key }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(flags.workers.into())

@@ -48,6 +48,8 @@ pub struct BackendOptions {
     pub health_file: Option<PathBuf>,
     /// `--orca-utilization`: every answer carries an ORCA load report saying it.
     pub orca_utilization: Option<f64>,
+    /// Serve TLS with these PEM files: `--tls-cert`, `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Sets the health status a backend started with `health_file` reports
@@ -98,6 +100,13 @@ impl Backend {
         ));
         if let Some(file) = &options.health_file {
             command.arg("--health-file").arg(file);
+        }
+        if let Some((cert, key)) = &options.tls {
+            command
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
         }
         let process = Process::spawn(name, command)?;
         let line = process

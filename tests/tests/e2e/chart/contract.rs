@@ -49,7 +49,7 @@ fn chart_value(annotation: &str) -> Option<&'static str> {
         "sidelb.io/balancer" => Some("proxy.balancer"),
         "sidelb.io/log-level" => Some("proxy.logLevel"),
         // Per workload by nature: no chart-wide default.
-        "sidelb.io/upstreams" => Some(""),
+        "sidelb.io/upstreams" | "sidelb.io/backend-tls" => Some(""),
         _ => None,
     }
 }
@@ -145,6 +145,19 @@ fn annotation_table() -> String {
             &help,
         );
     }
+
+    row(
+        names::BACKEND_TLS_CA,
+        "—",
+        "—",
+        "`secret:NAME` or `configmap:NAME` (of the pod's namespace)",
+        &format!(
+            "the CAs of the backends in `sidelb.io/backend-tls`: the object's key `{key}` is mounted read-only into the proxy at `{dir}/{key}` and set as `{env}`; required with `sidelb.io/backend-tls`",
+            key = names::BACKEND_CA_KEY,
+            dir = names::BACKEND_CA_DIR,
+            env = settings::BACKEND_TLS_CA
+        ),
+    );
 
     // Written by the injector.
     row(

@@ -5,6 +5,7 @@ mod admin;
 mod admin_access;
 mod affinity;
 mod apps;
+mod backend_tls;
 mod balance;
 mod config;
 mod connections;
