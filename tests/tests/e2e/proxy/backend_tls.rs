@@ -11,6 +11,8 @@
 //!   `=SERVER_NAME` naming the certificate's makes it work;
 //! - a plaintext backend of a TLS service fails with a TLS reason, while
 //!   another service of the same proxy stays in cleartext;
+//! - the CA file replaced in place (as the kubelet updates a Secret's volume):
+//!   the next connections trust the new CAs, with no restart;
 //! - TLS without a CA file: the proxy refuses to start naming both settings.
 
 use sidelb_fake_apiserver::tls::TestCa;
@@ -264,6 +266,36 @@ async fn a_plaintext_backend_of_a_tls_service_fails_and_other_services_stay_plai
         .expect("view")
         .expect("listed");
     assert!(view.get("tls_server_name").is_none(), "{view}");
+}
+
+#[tokio::test]
+async fn a_ca_file_replaced_in_place_is_trusted_without_a_restart() {
+    let dir = ScratchDir::new("backend-tls").expect("scratch");
+    let ca = TestCa::new("cluster CA").expect("CA");
+    let old = TestCa::new("old CA").expect("CA");
+    let pods = tls_backends(&dir, &ca, "echo.default.svc", &["a", "b"]).await;
+    let file = EndpointsFile::create(&[ServiceEndpoints::of("echo", "default", 50051, &pods)])
+        .expect("file");
+    let ca_path = ca_file(&dir, &old, "ca.crt");
+    // Not ejected meanwhile for failing to connect: this is about the CA file.
+    let env = [
+        ("SIDELB_BACKEND_TLS", "echo"),
+        ("SIDELB_BACKEND_TLS_CA", ca_path.as_str()),
+        ("SIDELB_EJECTION_FAILURES", "0"),
+    ];
+    let proxy = proxy(&file, &env, &[TARGET]).await;
+    wait_for_errors(&proxy, SERVICE, 2, "TLS: unknown issuer").await;
+
+    // Written aside and renamed over, so the proxy never reads half a file.
+    let staged = ca_file(&dir, &ca, "ca.crt.new");
+    std::fs::rename(&staged, &ca_path).expect("replaced");
+    proxy
+        .wait_ready(SERVICE, &pods.iter().map(Backend::addr).collect::<Vec<_>>())
+        .await
+        .expect("connected with the new CAs");
+    let client = proxy.connect(TARGET).await.expect("connects");
+    let tally = unary_calls(&client, 20, &EchoRequest::default()).await;
+    assert_eq!(tally.ok(), 20, "{tally}");
 }
 
 #[tokio::test]
