@@ -18,6 +18,8 @@ fn endpoints(n: usize) -> Vec<EndpointMeta> {
         .map(|i| EndpointMeta {
             addr: SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 50051)),
             name: Some(format!("pod-{i}")),
+            zone: None,
+            for_zones: Vec::new(),
         })
         .collect()
 }

@@ -68,6 +68,10 @@ pub const BACKEND_CA_DIR: &str = "/var/run/sidelb/backend-ca";
 /// The downward-API variables the injector sets and the proxy reads.
 pub const POD_NAME_ENV: &str = "POD_NAME";
 pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
+pub const NODE_NAME_ENV: &str = "NODE_NAME";
+
+/// The Node label that names its zone, as the EndpointSlice controller reads it.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// The label EndpointSlices carry to name their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

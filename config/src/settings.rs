@@ -80,6 +80,8 @@ pub const BALANCER: &str = "SIDELB_BALANCER";
 pub const CLUSTER_DOMAIN: &str = "SIDELB_CLUSTER_DOMAIN";
 pub const POD_NAMESPACE: &str = crate::names::POD_NAMESPACE_ENV;
 pub const POD_NAME: &str = crate::names::POD_NAME_ENV;
+pub const NODE_NAME: &str = crate::names::NODE_NAME_ENV;
+pub const ZONE: &str = "SIDELB_ZONE";
 pub const LOG: &str = "SIDELB_LOG";
 pub const LOG_FORMAT: &str = "SIDELB_LOG_FORMAT";
 pub const WORKERS: &str = "SIDELB_WORKERS";
@@ -190,6 +192,20 @@ pub static SETTINGS: &[Setting] = &[
         "",
         Kind::Text,
         "this pod's name, for logs and the choice of endpoint subsets (set from the downward API; the hostname when empty)",
+    ),
+    setting(
+        NODE_NAME,
+        None,
+        "",
+        Kind::Text,
+        "this pod's node, whose `topology.kubernetes.io/zone` label is the zone when `SIDELB_ZONE` is empty (set from the downward API)",
+    ),
+    setting(
+        ZONE,
+        None,
+        "",
+        Kind::Text,
+        "this pod's zone, whose pods get its calls while they are healthy and not overloaded; empty: its Node's zone label, or no zone preference",
     ),
     setting(
         LOG,

@@ -151,6 +151,7 @@ fn env(plan: &Plan) -> Vec<EnvVar> {
     let mut vars = vec![
         field(names::POD_NAME_ENV, "metadata.name"),
         field(names::POD_NAMESPACE_ENV, "metadata.namespace"),
+        field(names::NODE_NAME_ENV, "spec.nodeName"),
         value(settings::ADMIN_ADDR, &names::SIDECAR_ADMIN_ADDR.to_string()),
     ];
     vars.extend(plan.proxy_env.iter().map(|(name, v)| value(name, v)));

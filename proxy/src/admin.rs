@@ -409,6 +409,9 @@ pub(crate) struct ServiceView {
     pub(crate) subset_size: usize,
     /// `SIDELB_HEALTH_CHECK`: `off` or `grpc`.
     pub(crate) health_check: &'static str,
+    /// This pod's zone, whose endpoints get its calls while they can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) zone: Option<String>,
     pub(crate) endpoints: Vec<EndpointView>,
 }
 
@@ -465,6 +468,11 @@ pub(crate) struct EndpointView {
     /// while that report stands: see `endpoint::load_report`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) load_weight: Option<f64>,
+    /// Its zone, and whether it is in this pod's (when the pod has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) local: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) last_error: Option<String>,
 }
@@ -495,10 +503,19 @@ fn service_view(pool: &Pool) -> ServiceView {
         tls_server_name: pool.tls_server_name(),
         subset_size: pool.config().subset_size,
         health_check: pool.config().health_check.name(),
+        zone: pool.zone().map(str::to_owned),
         endpoints: endpoints
             .iter()
             .chain(draining.iter())
-            .map(|ep| endpoint_view(ep, now, slow_start, checked))
+            .map(|ep| {
+                let mut view = endpoint_view(ep, now, slow_start, checked);
+                if pool.zone().is_some() {
+                    let (zone, local) = pool.placement(ep.addr);
+                    view.zone = zone;
+                    view.local = Some(local);
+                }
+                view
+            })
             .chain(
                 pool.outside_subset()
                     .into_iter()
@@ -532,6 +549,8 @@ fn outside_view(meta: EndpointMeta) -> EndpointView {
         health: None,
         health_via: None,
         load_weight: None,
+        zone: None,
+        local: None,
         last_error: None,
     }
 }
@@ -582,6 +601,8 @@ fn endpoint_view(
             }
         }),
         load_weight: ep.load_weight(now).map(|w| (w * 100.0).round() / 100.0),
+        zone: None,
+        local: None,
         last_error: (ep.state() != ConnState::Ready)
             .then(|| ep.last_error())
             .flatten(),

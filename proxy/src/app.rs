@@ -18,6 +18,7 @@ use sidelb_config::{Discovery, ProxyConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +56,12 @@ pub struct Running {
     config: Arc<ProxyConfig>,
 }
 
+/// How long the start waits to learn the zone from the pod's Node.
+const ZONE_LOOKUP: Duration = Duration::from_secs(5);
+
 /// Starts every part, `log` being the process's log filter; returns once
 /// all listeners are bound.
-pub async fn start(config: ProxyConfig, log: LogFilter) -> Result<Running, StartError> {
-    let config = Arc::new(config);
+pub async fn start(mut config: ProxyConfig, log: LogFilter) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let tls = TlsServices::from_config(&config)?;
     let discover: Arc<dyn Discover> = match &config.discovery {
@@ -67,8 +70,27 @@ pub async fn start(config: ProxyConfig, log: LogFilter) -> Result<Running, Start
             file.spawn_watch();
             Arc::new(file)
         }
-        Discovery::Kubernetes => Arc::new(KubernetesDiscovery::connect().await?),
+        Discovery::Kubernetes => {
+            let kubernetes = KubernetesDiscovery::connect().await?;
+            if config.zone.is_empty() && !config.node_name.is_empty() {
+                match kubernetes.node_zone(&config.node_name, ZONE_LOOKUP).await {
+                    Ok(zone) => {
+                        tracing::info!(zone = %zone, node = %config.node_name, "zone from the pod's node");
+                        config.zone = zone;
+                    }
+                    Err(why) => tracing::warn!(
+                        node = %config.node_name,
+                        "zone unknown, calls are balanced over every zone: {why} (set SIDELB_ZONE to name it)"
+                    ),
+                }
+            }
+            Arc::new(kubernetes)
+        }
     };
+    if !config.zone.is_empty() {
+        tracing::info!(zone = %config.zone, "calls kept in this zone while its endpoints can take them");
+    }
+    let config = Arc::new(config);
     let balancers = Balancers::new(discover, config.clone(), metrics.clone(), tls);
     balancers.keep_listed(config.upstreams.iter().map(|u| u.service.clone()).collect());
     let drain = DrainController::new();

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub(crate) overloaded: Family<ServiceLabels, Counter>,
     pub(crate) hashed_requests: Family<ServiceLabels, Counter>,
     pub(crate) hash_passed: Family<ServiceLabels, Counter>,
+    pub(crate) zone_local_requests: Family<ServiceLabels, Counter>,
+    pub(crate) zone_spilled_requests: Family<ServiceLabels, Counter>,
     pub(crate) health_transitions: Family<HealthLabels, Counter>,
     /// Unlabelled: a refused service is not worth a series of its own.
     pub(crate) services_refused: Counter,
@@ -121,6 +123,8 @@ impl Metrics {
             overloaded: Family::default(),
             hashed_requests: Family::default(),
             hash_passed: Family::default(),
+            zone_local_requests: Family::default(),
+            zone_spilled_requests: Family::default(),
             health_transitions: Family::default(),
             services_refused: Counter::default(),
             ejections: Family::default(),
@@ -194,6 +198,16 @@ impl Metrics {
             m.services_refused.clone(),
         );
         registry.register(
+            "zone_local_requests",
+            "Requests kept in this pod's zone (SIDELB_ZONE or its Node's), while its endpoints could take them",
+            m.zone_local_requests.clone(),
+        );
+        registry.register(
+            "zone_spilled_requests",
+            "Requests of a service with endpoints in this pod's zone that were balanced over every zone, the local endpoints being too few or too busy",
+            m.zone_spilled_requests.clone(),
+        );
+        registry.register(
             "ejections",
             "Times an endpoint was ejected as an outlier",
             m.ejections.clone(),
@@ -246,6 +260,8 @@ impl Metrics {
         self.overloaded.remove(&labels);
         self.hashed_requests.remove(&labels);
         self.hash_passed.remove(&labels);
+        self.zone_local_requests.remove(&labels);
+        self.zone_spilled_requests.remove(&labels);
         for health in HEALTH_LABELS {
             self.health_transitions.remove(&HealthLabels {
                 service: service.to_owned(),

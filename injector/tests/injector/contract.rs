@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 const POD_NAME: &str = "invoice-run-28911230-x7k2q";
+const NODE_NAME: &str = "pool-a-7f3c";
 
 /// The variables as the kubelet would set them for `container` in `pod`.
 fn resolved_env(container: &Value, pod: &Value) -> BTreeMap<String, String> {
@@ -21,6 +22,7 @@ fn resolved_env(container: &Value, pod: &Value) -> BTreeMap<String, String> {
             Some(v) => v.to_owned(),
             None => match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                 Some("metadata.name") => POD_NAME.to_owned(),
+                Some("spec.nodeName") => NODE_NAME.to_owned(),
                 Some("metadata.namespace") => pod["metadata"]["namespace"]
                     .as_str()
                     .expect("namespace")

@@ -21,6 +21,7 @@ pub mod pick;
 pub(crate) mod pool;
 mod retry_budget;
 pub mod subset;
+mod zone;
 
 use crate::discovery::Discover;
 use crate::endpoint::tls::{Connector, TlsServices};

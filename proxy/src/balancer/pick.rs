@@ -233,7 +233,7 @@ fn cost(cx: &PickContext<'_>, ep: &Endpoint) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::endpoint::{InFlight, ServiceContext};
     use crate::metrics::Metrics;
@@ -243,7 +243,7 @@ mod tests {
     use sidelb_config::ProxyConfig;
     use std::time::Duration;
 
-    const NOW: u64 = 10_000_000;
+    pub(in crate::balancer) const NOW: u64 = 10_000_000;
     const KINDS: [Balancer; 3] = [
         Balancer::P2cEwma,
         Balancer::LeastRequest,
@@ -251,14 +251,14 @@ mod tests {
     ];
 
     /// Endpoints of one service and the outlier detection they share.
-    struct Fixture {
+    pub(in crate::balancer) struct Fixture {
         service: Arc<ServiceContext>,
         outlier: Outlier,
         next: AtomicUsize,
     }
 
     impl Fixture {
-        fn new() -> Self {
+        pub(in crate::balancer) fn new() -> Self {
             let mut config = ProxyConfig::defaults();
             config.ejection_failures = 1;
             config.ejection_max_percent = 100;
@@ -278,7 +278,7 @@ mod tests {
         }
 
         /// A ready endpoint whose latency estimate is `rtt_us` at [`NOW`].
-        fn endpoint(&self, i: usize, rtt_us: f64) -> Arc<Endpoint> {
+        pub(in crate::balancer) fn endpoint(&self, i: usize, rtt_us: f64) -> Arc<Endpoint> {
             self.endpoint_added(i, rtt_us, None)
         }
 
@@ -301,12 +301,12 @@ mod tests {
             ep
         }
 
-        fn eject(&self, ep: &Endpoint) {
+        pub(in crate::balancer) fn eject(&self, ep: &Endpoint) {
             self.outlier.on_failure(ep, NOW);
             assert!(ep.is_ejected());
         }
 
-        fn cx(&self, kind: Balancer) -> PickContext<'_> {
+        pub(in crate::balancer) fn cx(&self, kind: Balancer) -> PickContext<'_> {
             PickContext {
                 kind,
                 now_us: NOW,
@@ -319,7 +319,7 @@ mod tests {
         }
     }
 
-    fn load(ep: &Arc<Endpoint>, n: usize) -> Vec<InFlight> {
+    pub(in crate::balancer) fn load(ep: &Arc<Endpoint>, n: usize) -> Vec<InFlight> {
         (0..n).map(|_| ep.start_request()).collect()
     }
 

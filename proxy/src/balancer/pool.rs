@@ -12,6 +12,7 @@ use super::outlier::Outlier;
 use super::pick::{PickContext, Protocol, pick, usable};
 use super::retry_budget::RetryBudget;
 use super::subset::Subset;
+use super::zone::{Placement, keep_local, local_addrs};
 use crate::discovery::{EndpointMeta, Update};
 use crate::endpoint::tls::Connector;
 use crate::endpoint::{ConnState, Endpoint, ServiceContext, driver, request_counter};
@@ -100,6 +101,8 @@ struct PoolMetrics {
     overloaded: Counter,
     discovery_updates: Counter,
     subset_endpoints: Gauge,
+    zone_local: Counter,
+    zone_spilled: Counter,
 }
 
 impl PoolMetrics {
@@ -114,6 +117,8 @@ impl PoolMetrics {
             overloaded: metrics.overloaded.get_or_create(&labels).clone(),
             discovery_updates: metrics.discovery_updates.get_or_create(&labels).clone(),
             subset_endpoints: metrics.subset_endpoints.get_or_create(&labels).clone(),
+            zone_local: metrics.zone_local_requests.get_or_create(&labels).clone(),
+            zone_spilled: metrics.zone_spilled_requests.get_or_create(&labels).clone(),
         }
     }
 }
@@ -132,6 +137,12 @@ pub(crate) struct Pool {
     local_series: Mutex<HashSet<RequestLabels>>,
     /// The members of the subset, or every endpoint when there is none.
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// This pod's zone (`SIDELB_ZONE` or its Node's), where calls are kept
+    /// while they can be (see [`super::zone`]); where each endpoint is; and
+    /// the endpoints local to it.
+    zone: Option<Arc<str>>,
+    placements: Mutex<HashMap<SocketAddr, Placement>>,
+    local: ArcSwap<Vec<Arc<Endpoint>>>,
     /// With `SIDELB_SUBSET_SIZE` above 0: every endpoint, ranked.
     subset: Option<Mutex<Subset>>,
     /// With `SIDELB_HASH_HEADER`: the ring over `endpoints`.
@@ -204,6 +215,11 @@ impl Pool {
             }),
             source_name,
             endpoints: ArcSwap::from_pointee(Vec::new()),
+            zone: Some(config.zone.as_str())
+                .filter(|z| !z.is_empty())
+                .map(Arc::from),
+            placements: Mutex::new(HashMap::new()),
+            local: ArcSwap::from_pointee(Vec::new()),
             subset: (config.subset_size > 0)
                 .then(|| Mutex::new(Subset::new(config.subset_size, client))),
             key,
@@ -406,7 +422,38 @@ impl Pool {
         {
             return Ok(ep);
         }
+        let local = self.local.load();
+        if !local.is_empty() {
+            if keep_local(&local, &endpoints, &cx)
+                && let Some(ep) = pick(&local, &cx, rng)
+            {
+                self.counters.zone_local.inc();
+                return Ok(ep);
+            }
+            let spilled = pick(&endpoints, &cx, rng).ok_or_else(|| self.why_none(&endpoints));
+            if spilled.is_ok() {
+                self.counters.zone_spilled.inc();
+            }
+            return spilled;
+        }
         pick(&endpoints, &cx, rng).ok_or_else(|| self.why_none(&endpoints))
+    }
+
+    /// This pod's zone, when calls are kept in it.
+    pub(crate) fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
+    }
+
+    /// The zone discovery gives endpoint `addr`, and whether it is local.
+    pub(crate) fn placement(&self, addr: SocketAddr) -> (Option<String>, bool) {
+        let zone = self
+            .placements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .and_then(|p| p.zone.clone());
+        let local = self.local.load().iter().any(|ep| ep.addr == addr);
+        (zone, local)
     }
 
     /// A completed exchange with `ep` that was not a failure.
@@ -520,6 +567,23 @@ impl Pool {
                 .apply(update),
             None => update,
         };
+        if self.zone.is_some() {
+            let mut placements = self.placements.lock().unwrap_or_else(|p| p.into_inner());
+            match &update {
+                Update::Reset(list) => {
+                    *placements = list.iter().map(|m| (m.addr, Placement::of(m))).collect();
+                }
+                Update::Add(list) => {
+                    placements.extend(list.iter().map(|m| (m.addr, Placement::of(m))));
+                }
+                Update::Remove(addrs) => {
+                    for addr in addrs {
+                        placements.remove(addr);
+                    }
+                }
+                Update::NoService(_) => placements.clear(),
+            }
+        }
         let current = self.endpoints.load_full();
         let mut next: Vec<Arc<Endpoint>> = current.as_ref().clone();
         let mut gone: Vec<Arc<Endpoint>> = Vec::new();
@@ -568,6 +632,16 @@ impl Pool {
         );
         if let Some(affinity) = &self.affinity {
             affinity.rebuild(&next);
+        }
+        if let Some(zone) = &self.zone {
+            let placements = self.placements.lock().unwrap_or_else(|p| p.into_inner());
+            let local = local_addrs(zone, &placements);
+            let local: Vec<Arc<Endpoint>> = next
+                .iter()
+                .filter(|ep| local.binary_search(&ep.addr).is_ok())
+                .cloned()
+                .collect();
+            self.local.store(Arc::new(local));
         }
         self.endpoints.store(Arc::new(next));
         let resolution = match no_service {

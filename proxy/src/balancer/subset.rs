@@ -49,7 +49,7 @@ type Rank = (Reverse<u64>, SocketAddr);
 pub struct Subset {
     size: usize,
     client: u64,
-    ranked: BTreeMap<Rank, Option<String>>,
+    ranked: BTreeMap<Rank, EndpointMeta>,
 }
 
 impl Subset {
@@ -67,14 +67,11 @@ impl Subset {
     pub fn apply(&mut self, update: Update) -> Update {
         match update {
             Update::Reset(list) => {
-                self.ranked = list
-                    .into_iter()
-                    .map(|m| (self.rank(m.addr), m.name))
-                    .collect();
+                self.ranked = list.into_iter().map(|m| (self.rank(m.addr), m)).collect();
             }
             Update::Add(list) => {
                 for m in list {
-                    self.ranked.insert(self.rank(m.addr), m.name);
+                    self.ranked.insert(self.rank(m.addr), m);
                 }
             }
             Update::Remove(addrs) => {
@@ -92,12 +89,12 @@ impl Subset {
 
     /// The members, best first.
     pub(crate) fn members(&self) -> impl Iterator<Item = EndpointMeta> + '_ {
-        self.ranked.iter().take(self.size).map(meta)
+        self.ranked.values().take(self.size).cloned()
     }
 
     /// Every other endpoint discovery reports, best first.
     pub(crate) fn outside(&self) -> impl Iterator<Item = EndpointMeta> + '_ {
-        self.ranked.iter().skip(self.size).map(meta)
+        self.ranked.values().skip(self.size).cloned()
     }
 
     /// How many endpoints are outside.
@@ -107,13 +104,6 @@ impl Subset {
 
     fn rank(&self, addr: SocketAddr) -> Rank {
         (Reverse(score(self.client, addr)), addr)
-    }
-}
-
-fn meta(((_, addr), name): (&Rank, &Option<String>)) -> EndpointMeta {
-    EndpointMeta {
-        addr: *addr,
-        name: name.clone(),
     }
 }
 

@@ -20,11 +20,20 @@ pub struct EndpointMeta {
     pub addr: SocketAddr,
     /// Pod name or other label for humans (`/endpoints`, logs).
     pub name: Option<String>,
+    /// Its zone, and the zones its EndpointSlice hints say it serves
+    /// (`hints.forZones`; empty without hints): see `balancer::zone`.
+    pub zone: Option<String>,
+    pub for_zones: Vec<String>,
 }
 
 impl EndpointMeta {
     pub(crate) fn new(addr: SocketAddr) -> Self {
-        EndpointMeta { addr, name: None }
+        EndpointMeta {
+            addr,
+            name: None,
+            zone: None,
+            for_zones: Vec::new(),
+        }
     }
 }
 

@@ -74,6 +74,8 @@ pub struct PodView {
     pub ip: Option<IpAddr>,
     pub ready: bool,
     pub deleting: bool,
+    /// The node it is bound to.
+    pub node: Option<String>,
 }
 
 pub struct Kube {
@@ -90,12 +92,17 @@ impl Kube {
     /// A private control plane, a node agent for [`NODE`], and `namespace`
     /// (made unless it is `default`) with its default ServiceAccount.
     pub async fn start(namespace: &str) -> Result<Kube> {
+        Self::start_on(namespace, &[NODE]).await
+    }
+
+    /// [`Kube::start`] with a node agent for `nodes` (`NAME:ZONE` each).
+    pub async fn start_on(namespace: &str, nodes: &[&str]) -> Result<Kube> {
         let plane = tokio::task::spawn_blocking(ControlPlane::private)
             .await
             .context("starting the control plane")?
             .context("make cluster")?;
         let client = admin_client(&plane.kubeconfig()).await?;
-        let agent = NodeAgent::spawn(&plane.kubeconfig(), &[NODE]).await?;
+        let agent = NodeAgent::spawn(&plane.kubeconfig(), nodes).await?;
         let kube = Kube {
             client,
             namespace: namespace.to_owned(),
@@ -625,5 +632,6 @@ fn view(pod: &Pod) -> PodView {
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
         deleting: pod.metadata.deletion_timestamp.is_some(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
     }
 }

@@ -94,6 +94,13 @@ fn select_with<'a>(
                     .as_ref()
                     .and_then(|r| r.name.clone())
                     .or_else(|| endpoint.hostname.clone()),
+                zone: endpoint.zone.clone(),
+                for_zones: endpoint
+                    .hints
+                    .iter()
+                    .flat_map(|h| h.for_zones.iter().flatten())
+                    .map(|z| z.name.clone())
+                    .collect(),
             };
             match best.get(&addr) {
                 Some((seen, _)) if *seen >= class => {}

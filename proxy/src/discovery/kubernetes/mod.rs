@@ -38,9 +38,10 @@ use kube::client::ClientBuilder;
 use pacing::PaceWatches;
 use reach::Reach;
 use registry::Registry;
-use sidelb_config::ServiceKey;
+use sidelb_config::{ServiceKey, names};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tower::buffer::BufferLayer;
 use watch::Subscriber;
@@ -135,6 +136,29 @@ impl KubernetesDiscovery {
             registry: Arc::new(Registry::default()),
             runtime: tokio::runtime::Handle::current(),
         })
+    }
+
+    /// The `topology.kubernetes.io/zone` label of Node `node`, or why it
+    /// could not be read (within `within`).
+    pub(crate) async fn node_zone(&self, node: &str, within: Duration) -> Result<String, String> {
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+            kube::Api::all(self.client.clone());
+        let found = tokio::time::timeout(within, nodes.get(node))
+            .await
+            .map_err(|_| format!("the API server did not answer within {within:?}"))?
+            .map_err(|e| match e {
+                kube::Error::Api(status) if status.code == 403 => format!(
+                    "{}; the proxy needs `get` on nodes, which the chart grants",
+                    status.message
+                ),
+                other => other.to_string(),
+            })?;
+        found
+            .metadata
+            .labels
+            .and_then(|labels| labels.get(names::ZONE_LABEL).cloned())
+            .filter(|zone| !zone.is_empty())
+            .ok_or_else(|| format!("node {node} has no {} label", names::ZONE_LABEL))
     }
 
     /// The Services watched now (each once, whatever the ports).

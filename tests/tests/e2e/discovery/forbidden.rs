@@ -19,7 +19,7 @@ async fn a_proxy_without_the_grant_says_what_to_grant_and_serves_once_granted() 
         .await
         .unwrap_or_else(|e| panic!("a token without a grant: {e:#}"));
     let target = "echo.default:50051";
-    let proxy = proxy_with(&kubeconfig, &[target]).await;
+    let proxy = proxy_with(&kubeconfig, &[target], &[]).await;
     let client = client(&proxy, target).await;
     let message = unavailable_message(&client).await.expect("UNAVAILABLE");
     for needle in [

@@ -30,3 +30,4 @@ mod scaling;
 mod shapes;
 mod sharing;
 mod view;
+mod zones;

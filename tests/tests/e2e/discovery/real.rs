@@ -56,17 +56,25 @@ pub async fn proxy(kube: &Kube, upstreams: &[&str]) -> Proxy {
         .proxy_kubeconfig(ACCOUNT)
         .await
         .unwrap_or_else(|e| panic!("the proxy's credentials: {e:#}"));
-    proxy_with(&kubeconfig, upstreams).await
+    proxy_with(&kubeconfig, upstreams, &[]).await
 }
 
-/// A proxy as [`proxy`] makes it, with the credentials of `kubeconfig`.
-pub async fn proxy_with(kubeconfig: &std::path::Path, upstreams: &[&str]) -> Proxy {
+/// A proxy as [`proxy`] makes it, with the credentials of `kubeconfig` and
+/// `env` besides.
+pub async fn proxy_with(
+    kubeconfig: &std::path::Path,
+    upstreams: &[&str],
+    env: &[(&str, &str)],
+) -> Proxy {
     let mut options = ProxyOptions::new()
         .env("KUBECONFIG", kubeconfig.display().to_string())
         .env(settings::DISCOVERY, "kubernetes")
         .env(settings::POD_NAMESPACE, NAMESPACE);
     for target in upstreams {
         options = options.upstream(target);
+    }
+    for (name, value) in env {
+        options = options.env(name, *value);
     }
     Proxy::spawn(options).await.expect("proxy ready")
 }

@@ -1,0 +1,84 @@
+use super::*;
+use crate::balancer::pick::tests::{Fixture, load};
+use sidelb_config::Balancer;
+
+fn placed(zone: &str, hints: &[&str]) -> Placement {
+    Placement {
+        zone: Some(zone.to_owned()),
+        for_zones: hints.iter().map(|z| (*z).to_owned()).collect(),
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], port))
+}
+
+#[test]
+fn without_hints_no_endpoint_is_preferred() {
+    let placements = HashMap::from([(addr(1), placed("a", &[])), (addr(2), placed("b", &[]))]);
+    assert!(local_addrs("a", &placements).is_empty());
+}
+
+#[test]
+fn the_hints_for_the_zone_decide_when_every_endpoint_has_them() {
+    let hinted = HashMap::from([
+        (addr(1), placed("a", &["a"])),
+        (addr(2), placed("b", &["a"])),
+        (addr(3), placed("b", &["b"])),
+    ]);
+    assert_eq!(
+        local_addrs("a", &hinted),
+        [addr(1), addr(2)],
+        "b's pod hinted to a"
+    );
+    assert!(local_addrs("c", &hinted).is_empty());
+    let partly = HashMap::from([(addr(1), placed("a", &["a"])), (addr(2), placed("b", &[]))]);
+    assert!(
+        local_addrs("a", &partly).is_empty(),
+        "hints ignored unless complete"
+    );
+}
+
+#[test]
+fn calls_stay_local_until_the_zone_is_busier_than_the_others() {
+    let f = Fixture::new();
+    let eps: Vec<_> = (0..4).map(|i| f.endpoint(i, 1000.0)).collect();
+    let local = eps[..1].to_vec();
+    let cx = f.cx(Balancer::P2cEwma);
+    assert!(keep_local(&local, &eps, &cx), "idle");
+    let _held = load(&eps[0], 3);
+    assert!(
+        keep_local(&local, &eps, &cx),
+        "3 in flight: under the margin"
+    );
+    let _more = load(&eps[0], 1);
+    assert!(
+        !keep_local(&local, &eps, &cx),
+        "4 in flight, others idle: spill"
+    );
+    let _others: Vec<_> = eps[1..].iter().flat_map(|ep| load(ep, 1)).collect();
+    assert!(
+        keep_local(&local, &eps, &cx),
+        "the others busy too: local again"
+    );
+}
+
+#[test]
+fn a_zone_with_half_its_endpoints_out_spills() {
+    let f = Fixture::new();
+    let eps: Vec<_> = (0..4).map(|i| f.endpoint(i, 1000.0)).collect();
+    let local = eps[..3].to_vec();
+    let cx = f.cx(Balancer::P2cEwma);
+    f.eject(&eps[0]);
+    assert!(keep_local(&local, &eps, &cx), "two of three usable");
+    f.eject(&eps[1]);
+    assert!(!keep_local(&local, &eps, &cx), "one of three usable");
+}
+
+#[test]
+fn without_other_zones_calls_stay_local() {
+    let f = Fixture::new();
+    let eps: Vec<_> = (0..2).map(|i| f.endpoint(i, 1000.0)).collect();
+    let _held: Vec<_> = eps.iter().flat_map(|ep| load(ep, 50)).collect();
+    assert!(keep_local(&eps, &eps, &f.cx(Balancer::P2cEwma)));
+}
