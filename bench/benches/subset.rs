@@ -20,6 +20,7 @@ fn endpoints(n: usize) -> Vec<EndpointMeta> {
             name: Some(format!("pod-{i}")),
             zone: None,
             for_zones: Vec::new(),
+            for_nodes: Vec::new(),
         })
         .collect()
 }

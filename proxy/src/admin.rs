@@ -509,7 +509,7 @@ fn service_view(pool: &Pool) -> ServiceView {
             .chain(draining.iter())
             .map(|ep| {
                 let mut view = endpoint_view(ep, now, slow_start, checked);
-                if pool.zone().is_some() {
+                if pool.has_locality() {
                     let (zone, local) = pool.placement(ep.addr);
                     view.zone = zone;
                     view.local = Some(local);

@@ -137,10 +137,11 @@ pub(crate) struct Pool {
     local_series: Mutex<HashSet<RequestLabels>>,
     /// The members of the subset, or every endpoint when there is none.
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
-    /// This pod's zone (`SIDELB_ZONE` or its Node's), where calls are kept
-    /// while they can be (see [`super::zone`]); where each endpoint is; and
-    /// the endpoints local to it.
+    /// This pod's zone (`SIDELB_ZONE` or its Node's) and node, where calls
+    /// are kept while they can be (see [`super::zone`]); where each endpoint
+    /// is; and the endpoints local to it.
     zone: Option<Arc<str>>,
+    node: Option<Arc<str>>,
     placements: Mutex<HashMap<SocketAddr, Placement>>,
     local: ArcSwap<Vec<Arc<Endpoint>>>,
     /// With `SIDELB_SUBSET_SIZE` above 0: every endpoint, ranked.
@@ -217,6 +218,9 @@ impl Pool {
             endpoints: ArcSwap::from_pointee(Vec::new()),
             zone: Some(config.zone.as_str())
                 .filter(|z| !z.is_empty())
+                .map(Arc::from),
+            node: Some(config.node_name.as_str())
+                .filter(|n| !n.is_empty())
                 .map(Arc::from),
             placements: Mutex::new(HashMap::new()),
             local: ArcSwap::from_pointee(Vec::new()),
@@ -444,6 +448,11 @@ impl Pool {
         self.zone.as_deref()
     }
 
+    /// Whether this pod knows its zone or node, so that endpoints may be local.
+    pub(crate) fn has_locality(&self) -> bool {
+        self.zone.is_some() || self.node.is_some()
+    }
+
     /// The zone discovery gives endpoint `addr`, and whether it is local.
     pub(crate) fn placement(&self, addr: SocketAddr) -> (Option<String>, bool) {
         let zone = self
@@ -567,7 +576,7 @@ impl Pool {
                 .apply(update),
             None => update,
         };
-        if self.zone.is_some() {
+        if self.zone.is_some() || self.node.is_some() {
             let mut placements = self.placements.lock().unwrap_or_else(|p| p.into_inner());
             match &update {
                 Update::Reset(list) => {
@@ -633,9 +642,9 @@ impl Pool {
         if let Some(affinity) = &self.affinity {
             affinity.rebuild(&next);
         }
-        if let Some(zone) = &self.zone {
+        if self.zone.is_some() || self.node.is_some() {
             let placements = self.placements.lock().unwrap_or_else(|p| p.into_inner());
-            let local = local_addrs(zone, &placements);
+            let local = local_addrs(self.zone.as_deref(), self.node.as_deref(), &placements);
             let local: Vec<Arc<Endpoint>> = next
                 .iter()
                 .filter(|ep| local.binary_search(&ep.addr).is_ok())

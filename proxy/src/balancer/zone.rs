@@ -11,7 +11,10 @@
 //!   EndpointSlice controller then gives every endpoint zone hints
 //!   (`hints.forZones`). Without hints on every endpoint, calls go to every
 //!   zone alike, as before. The *local* endpoints are those hinted for this
-//!   pod's zone; none: no preference.
+//!   pod's zone; none: no preference. With `PreferSameNode` the controller
+//!   also hints each endpoint for its node (`hints.forNodes`), and the
+//!   endpoints hinted for this pod's node come first, those of its zone when
+//!   the node has none.
 //! - A request stays local while at least half the local endpoints are
 //!   usable (connected, not ejected, serving) and they are not overloaded:
 //!   their mean in-flight count is under [`SPILL_FACTOR`] × the other
@@ -38,6 +41,7 @@ pub(crate) const SPILL_MARGIN: f64 = 4.0;
 pub(crate) struct Placement {
     pub(crate) zone: Option<String>,
     pub(crate) for_zones: Vec<String>,
+    pub(crate) for_nodes: Vec<String>,
 }
 
 impl Placement {
@@ -45,26 +49,35 @@ impl Placement {
         Placement {
             zone: meta.zone.clone(),
             for_zones: meta.for_zones.clone(),
+            for_nodes: meta.for_nodes.clone(),
         }
     }
 }
 
-/// The addresses hinted for `zone` among `placements`, when every endpoint
-/// has hints (the Service asked for same-zone traffic); else none.
+/// The addresses local to this pod among `placements`: hinted for its
+/// `node` when every endpoint has node hints and some are for it, else
+/// hinted for its `zone` when every endpoint has zone hints; else none.
 pub(crate) fn local_addrs(
-    zone: &str,
+    zone: Option<&str>,
+    node: Option<&str>,
     placements: &HashMap<SocketAddr, Placement>,
 ) -> Vec<SocketAddr> {
-    if placements.values().any(|p| p.for_zones.is_empty()) {
-        return Vec::new();
-    }
-    let mut local: Vec<SocketAddr> = placements
-        .iter()
-        .filter(|(_, p)| p.for_zones.iter().any(|z| z == zone))
-        .map(|(addr, _)| *addr)
-        .collect();
-    local.sort();
-    local
+    let hinted = |hints: fn(&Placement) -> &Vec<String>, wanted: Option<&str>| {
+        let wanted = wanted?;
+        if placements.values().any(|p| hints(p).is_empty()) {
+            return None;
+        }
+        let mut local: Vec<SocketAddr> = placements
+            .iter()
+            .filter(|(_, p)| hints(p).iter().any(|h| h == wanted))
+            .map(|(addr, _)| *addr)
+            .collect();
+        local.sort();
+        (!local.is_empty()).then_some(local)
+    };
+    hinted(|p| &p.for_nodes, node)
+        .or_else(|| hinted(|p| &p.for_zones, zone))
+        .unwrap_or_default()
 }
 
 /// Whether a request should stay with `local` rather than spill to `all`.

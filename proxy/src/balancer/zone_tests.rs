@@ -6,6 +6,14 @@ fn placed(zone: &str, hints: &[&str]) -> Placement {
     Placement {
         zone: Some(zone.to_owned()),
         for_zones: hints.iter().map(|z| (*z).to_owned()).collect(),
+        for_nodes: Vec::new(),
+    }
+}
+
+fn on_node(zone: &str, node: &str) -> Placement {
+    Placement {
+        for_nodes: vec![node.to_owned()],
+        ..placed(zone, &[zone])
     }
 }
 
@@ -16,7 +24,7 @@ fn addr(port: u16) -> SocketAddr {
 #[test]
 fn without_hints_no_endpoint_is_preferred() {
     let placements = HashMap::from([(addr(1), placed("a", &[])), (addr(2), placed("b", &[]))]);
-    assert!(local_addrs("a", &placements).is_empty());
+    assert!(local_addrs(Some("a"), None, &placements).is_empty());
 }
 
 #[test]
@@ -27,16 +35,33 @@ fn the_hints_for_the_zone_decide_when_every_endpoint_has_them() {
         (addr(3), placed("b", &["b"])),
     ]);
     assert_eq!(
-        local_addrs("a", &hinted),
+        local_addrs(Some("a"), None, &hinted),
         [addr(1), addr(2)],
         "b's pod hinted to a"
     );
-    assert!(local_addrs("c", &hinted).is_empty());
+    assert!(local_addrs(Some("c"), None, &hinted).is_empty());
     let partly = HashMap::from([(addr(1), placed("a", &["a"])), (addr(2), placed("b", &[]))]);
     assert!(
-        local_addrs("a", &partly).is_empty(),
+        local_addrs(Some("a"), None, &partly).is_empty(),
         "hints ignored unless complete"
     );
+}
+
+#[test]
+fn node_hints_come_first_and_the_zone_when_the_node_has_none() {
+    let placements = HashMap::from([
+        (addr(1), on_node("a", "n1")),
+        (addr(2), on_node("a", "n2")),
+        (addr(3), on_node("b", "n3")),
+    ]);
+    assert_eq!(local_addrs(Some("a"), Some("n1"), &placements), [addr(1)]);
+    assert_eq!(
+        local_addrs(Some("a"), Some("n9"), &placements),
+        [addr(1), addr(2)],
+        "no endpoint on n9: its zone's"
+    );
+    assert_eq!(local_addrs(None, Some("n3"), &placements), [addr(3)]);
+    assert!(local_addrs(None, Some("n9"), &placements).is_empty());
 }
 
 #[test]

@@ -20,10 +20,12 @@ pub struct EndpointMeta {
     pub addr: SocketAddr,
     /// Pod name or other label for humans (`/endpoints`, logs).
     pub name: Option<String>,
-    /// Its zone, and the zones its EndpointSlice hints say it serves
-    /// (`hints.forZones`; empty without hints): see `balancer::zone`.
+    /// Its zone, and the zones and nodes its EndpointSlice hints say it
+    /// serves (`hints.forZones`, `hints.forNodes`; empty without hints):
+    /// see `balancer::zone`.
     pub zone: Option<String>,
     pub for_zones: Vec<String>,
+    pub for_nodes: Vec<String>,
 }
 
 impl EndpointMeta {
@@ -33,6 +35,7 @@ impl EndpointMeta {
             name: None,
             zone: None,
             for_zones: Vec::new(),
+            for_nodes: Vec::new(),
         }
     }
 }

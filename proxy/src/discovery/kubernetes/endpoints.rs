@@ -101,6 +101,12 @@ fn select_with<'a>(
                     .flat_map(|h| h.for_zones.iter().flatten())
                     .map(|z| z.name.clone())
                     .collect(),
+                for_nodes: endpoint
+                    .hints
+                    .iter()
+                    .flat_map(|h| h.for_nodes.iter().flatten())
+                    .map(|n| n.name.clone())
+                    .collect(),
             };
             match best.get(&addr) {
                 Some((seen, _)) if *seen >= class => {}

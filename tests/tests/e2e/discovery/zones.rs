@@ -111,3 +111,52 @@ async fn calls_stay_in_the_pods_zone_until_its_pods_are_busy() {
         assert!(even.served_by(pod) > 0, "{pod} got nothing: {even}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_same_node_keeps_calls_on_the_pods_node() {
+    let kube = Kube::start_on(
+        NAMESPACE,
+        &["node-a:zone-a", "node-c:zone-a", "node-b:zone-b"],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a real cluster: {e:#}"));
+    let mut service = grpc_service("echo");
+    service["spec"]["trafficDistribution"] = "PreferSameNode".into();
+    apply(&kube, service).await;
+    apply(&kube, kube.backend_deployment("echo", 6, POD_PORT)).await;
+    let pods = ready_pods(&kube, "echo", 6).await;
+    let on_a = on(&pods, LOCAL_NODE);
+    assert!(!on_a.is_empty(), "a pod on node-a: {pods:?}");
+
+    let kubeconfig = kube
+        .proxy_kubeconfig(ACCOUNT)
+        .await
+        .unwrap_or_else(|e| panic!("the proxy's credentials: {e:#}"));
+    let proxy = proxy_with(&kubeconfig, &[TARGET], &[("NODE_NAME", LOCAL_NODE)]).await;
+    wait_for_pods(&proxy, TARGET, &names(&pods)).await;
+    wait_until("node hints for every endpoint", KUBE_WAIT, || async {
+        let view = proxy.service_view(TARGET).await.ok().flatten()?;
+        let eps = view["endpoints"].as_array()?.clone();
+        let local: Vec<String> = eps
+            .iter()
+            .filter(|e| e["local"] == true)
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .collect();
+        let mut want = on_a.clone();
+        want.sort();
+        let mut local = local;
+        local.sort();
+        (local == want).then_some(())
+    })
+    .await
+    .expect("the pods on node-a, and only they, are local");
+
+    let client = client(&proxy, TARGET).await;
+    let light = unary_calls_concurrently(&client, 100, 1, &EchoRequest::default()).await;
+    assert_eq!(light.ok(), 100, "{light}");
+    let on_node: u64 = on_a.iter().map(|p| light.served_by(p)).sum();
+    assert_eq!(
+        on_node, 100,
+        "all on node-a, none on node-c of the same zone: {light}"
+    );
+}
