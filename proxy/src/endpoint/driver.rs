@@ -8,6 +8,7 @@
 //! stream limit is reached. With `SIDELB_HEALTH_CHECK=grpc` each connection
 //! also carries the endpoint's health checks ([`super::grpc_health`]).
 
+use super::backoff::backoff;
 use super::conns::MAX_CONNECTIONS;
 use super::tls::{Connector, Stream, TlsFailure};
 use super::{ConnState, Endpoint, grpc_health};
@@ -22,8 +23,6 @@ use tokio::net::TcpStream;
 pub(crate) const STREAM_WINDOW: u32 = 256 * 1024;
 pub(crate) const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-const BACKOFF_BASE: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Where the backoff of an endpoint that speaks no HTTP/2 starts: at its cap.
 const NO_HTTP2_ATTEMPTS: u32 = 16;
 /// A connection that lived at least this long resets the backoff.
@@ -160,14 +159,6 @@ async fn drive<F: Fn(&Endpoint)>(
     }
 }
 
-/// Exponential backoff with equal jitter: half fixed, half random.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16));
-    let cap = exp.min(BACKOFF_MAX);
-    let half = cap / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
 type Connection = h2::client::Connection<Stream, Bytes>;
 
 /// An open connection whose peer has answered: its SETTINGS (stream limit,
@@ -290,22 +281,5 @@ async fn extra_connections(
             let _ = run(connection, pings, config).await;
             endpoint.conns.remove(&conn);
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let first = backoff(1);
-        assert!(first >= BACKOFF_BASE && first <= BACKOFF_BASE * 2);
-        for attempt in [10, 20, 1000] {
-            let b = backoff(attempt);
-            assert!(b >= BACKOFF_MAX / 2 && b <= BACKOFF_MAX, "{b:?}");
-        }
-        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(8)).collect();
-        assert!(samples.len() > 1, "jittered");
     }
 }

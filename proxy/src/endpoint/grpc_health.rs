@@ -29,8 +29,8 @@
 //! has no protobuf library to bring in for them.
 
 use super::Endpoint;
+use super::backoff::backoff;
 use super::conns::{H2Conn, StreamSlot};
-use super::driver::backoff;
 use crate::metrics::HEALTH_LABELS;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request};

@@ -5,6 +5,7 @@
 //! been removed *and* its last in-flight stream has finished; meanwhile a
 //! driver task keeps its connection open (see [`driver`]).
 
+pub(crate) mod backoff;
 pub(crate) mod conns;
 pub(crate) mod driver;
 pub(crate) mod ewma;
