@@ -13,7 +13,7 @@
 use base64::Engine;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use sidelb_config::{SETTINGS, Setting};
+use sidelb_config::{SETTINGS, Setting, names};
 use sidelb_fuzz::{config, corpus, mutated};
 use sidelb_injector::config::{InjectorConfig, SidecarDefaults};
 use sidelb_injector::webhook::mutate;
@@ -154,6 +154,15 @@ proptest! {
             .collect();
         if typo {
             annotations.insert("sidelb.io/balancerr".into(), "round-robin".into());
+        }
+        // TLS services need their CAs named too, a rule across two
+        // annotations rather than of either value: name them whenever TLS is chosen.
+        let tls = settings
+            .iter()
+            .find(|s| s.env == sidelb_config::settings::BACKEND_TLS)
+            .and_then(|s| s.annotation);
+        if tls.is_some_and(|key| annotations.contains_key(key)) {
+            annotations.insert(names::BACKEND_TLS_CA.into(), "secret:backend-ca".into());
         }
         let object = pod(&annotations);
         let response = answer(&review(&object)).expect("a Pod CREATE is answered");
