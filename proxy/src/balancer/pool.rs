@@ -12,7 +12,7 @@ use super::outlier::Outlier;
 use super::pick::{PickContext, Protocol, pick, usable};
 use super::retry_budget::RetryBudget;
 use super::subset::Subset;
-use super::zone::{Placement, keep_local, local_addrs};
+use super::zone::{Locality, Placement, keep_local, local_addrs};
 use crate::discovery::{EndpointMeta, Update};
 use crate::endpoint::tls::Connector;
 use crate::endpoint::{ConnState, Endpoint, ServiceContext, driver, request_counter};
@@ -143,7 +143,7 @@ pub(crate) struct Pool {
     zone: Option<Arc<str>>,
     node: Option<Arc<str>>,
     placements: Mutex<HashMap<SocketAddr, Placement>>,
-    local: ArcSwap<Vec<Arc<Endpoint>>>,
+    locality: ArcSwap<Locality>,
     /// With `SIDELB_SUBSET_SIZE` above 0: every endpoint, ranked.
     subset: Option<Mutex<Subset>>,
     /// With `SIDELB_HASH_HEADER`: the ring over `endpoints`.
@@ -223,7 +223,7 @@ impl Pool {
                 .filter(|n| !n.is_empty())
                 .map(Arc::from),
             placements: Mutex::new(HashMap::new()),
-            local: ArcSwap::from_pointee(Vec::new()),
+            locality: ArcSwap::from_pointee(Locality::default()),
             subset: (config.subset_size > 0)
                 .then(|| Mutex::new(Subset::new(config.subset_size, client))),
             key,
@@ -426,10 +426,10 @@ impl Pool {
         {
             return Ok(ep);
         }
-        let local = self.local.load();
-        if !local.is_empty() {
-            if keep_local(&local, &endpoints, &cx)
-                && let Some(ep) = pick(&local, &cx, rng)
+        let locality = self.locality.load();
+        if !locality.local.is_empty() {
+            if keep_local(&locality.local, &locality.remote, &cx, rng)
+                && let Some(ep) = pick(&locality.local, &cx, rng)
             {
                 self.counters.zone_local.inc();
                 return Ok(ep);
@@ -461,7 +461,7 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .get(&addr)
             .and_then(|p| p.zone.clone());
-        let local = self.local.load().iter().any(|ep| ep.addr == addr);
+        let local = self.locality.load().local.iter().any(|ep| ep.addr == addr);
         (zone, local)
     }
 
@@ -645,12 +645,11 @@ impl Pool {
         if self.zone.is_some() || self.node.is_some() {
             let placements = self.placements.lock().unwrap_or_else(|p| p.into_inner());
             let local = local_addrs(self.zone.as_deref(), self.node.as_deref(), &placements);
-            let local: Vec<Arc<Endpoint>> = next
+            let (local, remote) = next
                 .iter()
-                .filter(|ep| local.binary_search(&ep.addr).is_ok())
                 .cloned()
-                .collect();
-            self.local.store(Arc::new(local));
+                .partition(|ep| local.binary_search(&ep.addr).is_ok());
+            self.locality.store(Arc::new(Locality { local, remote }));
         }
         self.endpoints.store(Arc::new(next));
         let resolution = match no_service {

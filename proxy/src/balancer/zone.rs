@@ -80,28 +80,58 @@ pub(crate) fn local_addrs(
         .unwrap_or_default()
 }
 
-/// Whether a request should stay with `local` rather than spill to `all`.
+/// Endpoints looked at per side for one decision: every one of a small
+/// zone, a random sample of a large one, so a decision costs the same at
+/// any size, as a pick does.
+const SAMPLE: usize = 16;
+
+/// The endpoints of one pool split by locality, made with each update.
+#[derive(Default)]
+pub(crate) struct Locality {
+    pub(crate) local: Vec<Arc<Endpoint>>,
+    pub(crate) remote: Vec<Arc<Endpoint>>,
+}
+
+/// Whether a request should stay with `local` rather than spill to every zone.
 pub(crate) fn keep_local(
     local: &[Arc<Endpoint>],
-    all: &[Arc<Endpoint>],
+    remote: &[Arc<Endpoint>],
     cx: &PickContext<'_>,
+    rng: &mut fastrand::Rng,
 ) -> bool {
-    let usable_local: Vec<&Arc<Endpoint>> =
-        local.iter().filter(|ep| usable(cx, ep, false)).collect();
-    if usable_local.is_empty() || usable_local.len() * 2 < local.len() {
+    let (local_usable, local_seen, local_load) = survey(local, cx, rng);
+    if local_usable == 0 || local_usable * 2 < local_seen {
         return false;
     }
-    let remote: Vec<&Arc<Endpoint>> = all
-        .iter()
-        .filter(|ep| !local.iter().any(|l| Arc::ptr_eq(l, ep)) && usable(cx, ep, false))
-        .collect();
-    if remote.is_empty() {
+    let (remote_usable, _, remote_load) = survey(remote, cx, rng);
+    if remote_usable == 0 {
         return true;
     }
-    let mean = |eps: &[&Arc<Endpoint>]| {
-        eps.iter().map(|ep| ep.in_flight() as f64).sum::<f64>() / eps.len() as f64
+    let mean = |load: usize, n: usize| load as f64 / n as f64;
+    mean(local_load, local_usable) < SPILL_FACTOR * mean(remote_load, remote_usable) + SPILL_MARGIN
+}
+
+/// Of `eps` (all, or [`SAMPLE`] at random): how many usable, how many
+/// looked at, and the usable ones' calls in flight.
+fn survey(
+    eps: &[Arc<Endpoint>],
+    cx: &PickContext<'_>,
+    rng: &mut fastrand::Rng,
+) -> (usize, usize, usize) {
+    let mut tally = (0, 0, 0);
+    let mut count = |ep: &Endpoint| {
+        tally.1 += 1;
+        if usable(cx, ep, false) {
+            tally.0 += 1;
+            tally.2 += ep.in_flight();
+        }
     };
-    mean(&usable_local) < SPILL_FACTOR * mean(&remote) + SPILL_MARGIN
+    if eps.len() <= SAMPLE {
+        eps.iter().for_each(|ep| count(ep));
+    } else {
+        (0..SAMPLE).for_each(|_| count(&eps[rng.usize(..eps.len())]));
+    }
+    tally
 }
 
 #[cfg(test)]

@@ -68,22 +68,23 @@ fn node_hints_come_first_and_the_zone_when_the_node_has_none() {
 fn calls_stay_local_until_the_zone_is_busier_than_the_others() {
     let f = Fixture::new();
     let eps: Vec<_> = (0..4).map(|i| f.endpoint(i, 1000.0)).collect();
-    let local = eps[..1].to_vec();
+    let (local, remote) = (eps[..1].to_vec(), eps[1..].to_vec());
     let cx = f.cx(Balancer::P2cEwma);
-    assert!(keep_local(&local, &eps, &cx), "idle");
+    let mut rng = fastrand::Rng::with_seed(1);
+    assert!(keep_local(&local, &remote, &cx, &mut rng), "idle");
     let _held = load(&eps[0], 3);
     assert!(
-        keep_local(&local, &eps, &cx),
+        keep_local(&local, &remote, &cx, &mut rng),
         "3 in flight: under the margin"
     );
     let _more = load(&eps[0], 1);
     assert!(
-        !keep_local(&local, &eps, &cx),
+        !keep_local(&local, &remote, &cx, &mut rng),
         "4 in flight, others idle: spill"
     );
     let _others: Vec<_> = eps[1..].iter().flat_map(|ep| load(ep, 1)).collect();
     assert!(
-        keep_local(&local, &eps, &cx),
+        keep_local(&local, &remote, &cx, &mut rng),
         "the others busy too: local again"
     );
 }
@@ -92,12 +93,19 @@ fn calls_stay_local_until_the_zone_is_busier_than_the_others() {
 fn a_zone_with_half_its_endpoints_out_spills() {
     let f = Fixture::new();
     let eps: Vec<_> = (0..4).map(|i| f.endpoint(i, 1000.0)).collect();
-    let local = eps[..3].to_vec();
+    let (local, remote) = (eps[..3].to_vec(), eps[3..].to_vec());
     let cx = f.cx(Balancer::P2cEwma);
+    let mut rng = fastrand::Rng::with_seed(1);
     f.eject(&eps[0]);
-    assert!(keep_local(&local, &eps, &cx), "two of three usable");
+    assert!(
+        keep_local(&local, &remote, &cx, &mut rng),
+        "two of three usable"
+    );
     f.eject(&eps[1]);
-    assert!(!keep_local(&local, &eps, &cx), "one of three usable");
+    assert!(
+        !keep_local(&local, &remote, &cx, &mut rng),
+        "one of three usable"
+    );
 }
 
 #[test]
@@ -105,5 +113,6 @@ fn without_other_zones_calls_stay_local() {
     let f = Fixture::new();
     let eps: Vec<_> = (0..2).map(|i| f.endpoint(i, 1000.0)).collect();
     let _held: Vec<_> = eps.iter().flat_map(|ep| load(ep, 50)).collect();
-    assert!(keep_local(&eps, &eps, &f.cx(Balancer::P2cEwma)));
+    let mut rng = fastrand::Rng::with_seed(1);
+    assert!(keep_local(&eps, &[], &f.cx(Balancer::P2cEwma), &mut rng));
 }
