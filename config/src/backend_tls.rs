@@ -7,7 +7,9 @@
 //! the Service's DNS name `svc.ns.svc` (one name, so what a certificate must
 //! carry is plain; the override is for certificates issued otherwise).
 
-use crate::service::{PortError, PortRef, ServiceKey, is_dns_label};
+use crate::service::{
+    PortError, PortRef, ServiceKey, ServiceNameError, is_dns_label, service_and_namespace,
+};
 
 /// One entry of the list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,18 +79,7 @@ fn parse_entry(entry: &str, default_namespace: &str) -> Result<BackendTls, Entry
         Some((h, p)) => (h.trim(), Some(PortRef::parse(p.trim())?)),
         None => (target, None),
     };
-    let mut parts = host.split('.');
-    let name = parts.next().unwrap_or_default();
-    let namespace = parts.next().unwrap_or(default_namespace);
-    if parts.next().is_some() {
-        return Err(EntryError::TooManyParts(host.to_owned()));
-    }
-    if !is_dns_label(name) {
-        return Err(EntryError::ServiceName(name.to_owned()));
-    }
-    if !is_dns_label(namespace) {
-        return Err(EntryError::Namespace(namespace.to_owned()));
-    }
+    let (name, namespace) = service_and_namespace(host, default_namespace)?;
     Ok(BackendTls {
         name: name.to_owned(),
         namespace: namespace.to_owned(),
@@ -110,12 +101,8 @@ pub struct BackendTlsError {
 pub enum EntryError {
     #[error(transparent)]
     Port(#[from] PortError),
-    #[error("`{0}` has more than two parts; name the service as `service` or `service.namespace`")]
-    TooManyParts(String),
-    #[error("`{0}` is not a valid service name")]
-    ServiceName(String),
-    #[error("`{0}` is not a valid namespace")]
-    Namespace(String),
+    #[error(transparent)]
+    Service(#[from] ServiceNameError),
     #[error("server name `{0}` is not a DNS name")]
     ServerName(String),
 }

@@ -81,6 +81,39 @@ impl fmt::Display for ServiceKey {
 }
 
 /// A DNS-1123 label: what Kubernetes accepts as a Service or namespace name.
+/// `service` or `service.namespace` as settings name a Service; what is
+/// wrong with one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceNameError {
+    #[error("`{0}` has more than two parts; name the service as `service` or `service.namespace`")]
+    TooManyParts(String),
+    #[error("`{0}` is not a valid service name")]
+    ServiceName(String),
+    #[error("`{0}` is not a valid namespace")]
+    Namespace(String),
+}
+
+/// The name and namespace of `host` (`service` or `service.namespace`), the
+/// namespace being `default_namespace` when not given.
+pub fn service_and_namespace<'a>(
+    host: &'a str,
+    default_namespace: &'a str,
+) -> Result<(&'a str, &'a str), ServiceNameError> {
+    let mut parts = host.split('.');
+    let name = parts.next().unwrap_or_default();
+    let namespace = parts.next().unwrap_or(default_namespace);
+    if parts.next().is_some() {
+        return Err(ServiceNameError::TooManyParts(host.to_owned()));
+    }
+    if !is_dns_label(name) {
+        return Err(ServiceNameError::ServiceName(name.to_owned()));
+    }
+    if !is_dns_label(namespace) {
+        return Err(ServiceNameError::Namespace(namespace.to_owned()));
+    }
+    Ok((name, namespace))
+}
+
 pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()

@@ -4,7 +4,7 @@
 //! goes to the named Service port. The same text is accepted in the
 //! `SIDELB_UPSTREAMS` variable and the `sidelb.io/upstreams` annotation.
 
-use crate::service::{PortError, PortRef, ServiceKey, is_dns_label};
+use crate::service::{PortError, PortRef, ServiceKey, ServiceNameError, service_and_namespace};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// One `svc.ns:port=localport` entry.
@@ -96,12 +96,8 @@ pub enum EntryError {
     NoPort,
     #[error(transparent)]
     Port(#[from] PortError),
-    #[error("`{0}` has more than two parts; name the service as `service` or `service.namespace`")]
-    TooManyParts(String),
-    #[error("`{0}` is not a valid service name")]
-    ServiceName(String),
-    #[error("`{0}` is not a valid namespace")]
-    Namespace(String),
+    #[error(transparent)]
+    Service(#[from] ServiceNameError),
     #[error("local port 0 is not allowed")]
     PortZero,
     #[error("`{0}` is not a local port (1-65535)")]
@@ -137,18 +133,7 @@ fn parse_entry(entry: &str, default_namespace: &str) -> Result<Upstream, EntryEr
     let (target, local) = entry.split_once('=').ok_or(EntryError::NoLocalPort)?;
     let (host, port) = target.trim().rsplit_once(':').ok_or(EntryError::NoPort)?;
     let port = PortRef::parse(port.trim())?;
-    let mut parts = host.trim().split('.');
-    let name = parts.next().unwrap_or_default();
-    let namespace = parts.next().unwrap_or(default_namespace);
-    if parts.next().is_some() {
-        return Err(EntryError::TooManyParts(host.to_owned()));
-    }
-    if !is_dns_label(name) {
-        return Err(EntryError::ServiceName(name.to_owned()));
-    }
-    if !is_dns_label(namespace) {
-        return Err(EntryError::Namespace(namespace.to_owned()));
-    }
+    let (name, namespace) = service_and_namespace(host.trim(), default_namespace)?;
     let local = local.trim();
     let listen = match local.parse::<u16>() {
         Ok(0) => return Err(EntryError::PortZero),
