@@ -16,7 +16,7 @@
 //! code 0 only if it showed: every pod injected, no failed call, every pod
 //! serving in the last window.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -81,32 +81,16 @@ struct Demo {
 }
 
 impl Demo {
-    /// Runs kubectl; its output, or an error with what it printed.
     fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let output = self.kubectl.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            bail!(
-                "kubectl {} failed: {}{stdout}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(stdout)
+        self.kubectl.output(args)
     }
 
-    /// `kubectl apply -f` of `objects` (a List).
     fn apply(&self, name: &str, objects: Vec<Value>) -> Result<String> {
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-        let file = self.kubectl.file(name, &list.to_string());
-        self.kubectl(&["apply", "-f", &file.display().to_string()])
+        self.kubectl.apply_list(name, objects)
     }
 
     fn rollout(&self, ns: &str, deployment: &str) -> Result<()> {
-        let timeout = format!("--timeout={}s", self.step.as_secs());
-        let target = format!("deployment/{deployment}");
-        self.kubectl(&["-n", ns, "rollout", "status", &target, &timeout])?;
-        Ok(())
+        self.kubectl.rollout_status(ns, deployment, self.step)
     }
 
     fn say(&self, text: &str) {

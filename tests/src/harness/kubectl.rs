@@ -91,6 +91,36 @@ impl Kubectl {
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
+    /// Runs kubectl; its stdout, or an error with what it printed (for
+    /// programs, where [`Kubectl::ok`] would panic).
+    pub fn output(&self, args: &[&str]) -> Result<String> {
+        let output = self.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            anyhow::bail!(
+                "kubectl {} failed: {}{stdout}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// `kubectl apply -f` of `objects` as one List, written to `name`.
+    pub fn apply_list(&self, name: &str, objects: Vec<Value>) -> Result<String> {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        let file = self.file(name, &list.to_string());
+        self.output(&["apply", "-f", &file.display().to_string()])
+    }
+
+    /// `kubectl rollout status` of a Deployment, bounded by `timeout`.
+    pub fn rollout_status(&self, ns: &str, deployment: &str, timeout: Duration) -> Result<()> {
+        let timeout = format!("--timeout={}s", timeout.as_secs());
+        let target = format!("deployment/{deployment}");
+        self.output(&["-n", ns, "rollout", "status", &target, &timeout])?;
+        Ok(())
+    }
+
     /// `kubectl ARGS -o json`, parsed.
     pub fn json(&self, args: &[&str]) -> Value {
         let mut args = args.to_vec();
